@@ -372,11 +372,11 @@ async fn session(mut ws: Ws, shared: Arc<Shared>) {
                 Err(broadcast::error::RecvError::Closed) => return,
             },
         };
-        if let Some(out) = outcome {
-            if let Err(e) = ws.send(Message::text(out)).await {
-                debug!(error = %e, "websocket write failed");
-                return;
-            }
+        if let Some(out) = outcome
+            && let Err(e) = ws.send(Message::text(out)).await
+        {
+            debug!(error = %e, "websocket write failed");
+            return;
         }
     }
 }

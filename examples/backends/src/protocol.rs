@@ -92,10 +92,10 @@ pub fn check_msg(text: &str, id: Option<&str>) -> Result<(), String> {
     if text.chars().count() > MAX_TEXT_CHARS {
         return Err(format!("text is longer than {MAX_TEXT_CHARS} characters"));
     }
-    if let Some(id) = id {
-        if id.is_empty() || id.chars().count() > MAX_ID_CHARS {
-            return Err(format!("id must be 1 to {MAX_ID_CHARS} characters"));
-        }
+    if let Some(id) = id
+        && (id.is_empty() || id.chars().count() > MAX_ID_CHARS)
+    {
+        return Err(format!("id must be 1 to {MAX_ID_CHARS} characters"));
     }
     Ok(())
 }

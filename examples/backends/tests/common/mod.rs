@@ -34,7 +34,16 @@ impl Running {
     }
 }
 
+/// Shows the chat servers' logs in test output when `RUST_LOG` is set.
+pub fn logging() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+}
+
 pub async fn start_chat(name: &str, mode: Mode) -> anyhow::Result<Running> {
+    logging();
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let shutdown = CancellationToken::new();
