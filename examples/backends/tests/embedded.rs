@@ -5,14 +5,13 @@ mod common;
 use std::time::Duration;
 
 use anyhow::ensure;
-use common::{Client, eventually, history, http, remove_db, start_chat, temp_db};
-use rlb_demo::Mode;
+use common::{Client, TempDb, eventually, history, http, start_chat};
 use serde_json::json;
 
 #[tokio::test]
 async fn health_can_be_failed_and_recovered() -> anyhow::Result<()> {
-    let db = temp_db("health");
-    let s = start_chat("s1", Mode::embedded(&db)).await?;
+    let db = TempDb::new("health");
+    let s = start_chat("s1", db.mode()).await?;
     assert_eq!(http(s.addr, "GET", "/healthz").await?, (200, "ok".into()));
     assert_eq!(http(s.addr, "POST", "/admin/fail").await?.0, 200);
     assert_eq!(http(s.addr, "GET", "/healthz").await?.0, 503);
@@ -27,14 +26,13 @@ async fn health_can_be_failed_and_recovered() -> anyhow::Result<()> {
         "page names its chat server"
     );
     s.stop().await?;
-    remove_db(&db);
     Ok(())
 }
 
 #[tokio::test]
 async fn rooms_keep_messages_apart() -> anyhow::Result<()> {
-    let db = temp_db("rooms");
-    let s = start_chat("s1", Mode::embedded(&db)).await?;
+    let db = TempDb::new("rooms");
+    let s = start_chat("s1", db.mode()).await?;
     let mut alice = Client::join(s.addr, "red", "alice").await?;
     let mut bob = Client::join(s.addr, "red", "bob").await?;
     let mut carol = Client::join(s.addr, "blue", "carol").await?;
@@ -68,14 +66,13 @@ async fn rooms_keep_messages_apart() -> anyhow::Result<()> {
     assert!(m["id"].as_str().is_some_and(|id| id.starts_with("s1-")));
 
     s.stop().await?;
-    remove_db(&db);
     Ok(())
 }
 
 #[tokio::test]
 async fn bad_frames_get_errors_and_the_socket_stays_open() -> anyhow::Result<()> {
-    let db = temp_db("errors");
-    let s = start_chat("s1", Mode::embedded(&db)).await?;
+    let db = TempDb::new("errors");
+    let s = start_chat("s1", db.mode()).await?;
     let mut c = Client::connect(s.addr).await?;
     c.say("too early", "e1").await?;
     let e = c.next().await?;
@@ -103,14 +100,13 @@ async fn bad_frames_get_errors_and_the_socket_stays_open() -> anyhow::Result<()>
     let (status, _) = http(s.addr, "GET", "/ws").await?;
     assert_eq!(status, 400, "plain GET /ws is not a handshake");
     s.stop().await?;
-    remove_db(&db);
     Ok(())
 }
 
 #[tokio::test]
 async fn history_is_oldest_first_and_limited() -> anyhow::Result<()> {
-    let db = temp_db("history");
-    let s = start_chat("s1", Mode::embedded(&db)).await?;
+    let db = TempDb::new("history");
+    let s = start_chat("s1", db.mode()).await?;
     let mut c = Client::join(s.addr, "hist", "dora").await?;
     for i in 1..=5 {
         c.say(&format!("text {i}"), &format!("h{i}")).await?;
@@ -135,15 +131,14 @@ async fn history_is_oldest_first_and_limited() -> anyhow::Result<()> {
     assert_eq!(c.next_of("sent").await?["id"], "h5");
     assert_eq!(history(s.addr, "hist", 100).await?.len(), 5);
     s.stop().await?;
-    remove_db(&db);
     Ok(())
 }
 
 #[tokio::test]
 async fn two_chat_servers_share_one_sqlite_file() -> anyhow::Result<()> {
-    let db = temp_db("shared");
-    let s1 = start_chat("s1", Mode::embedded(&db)).await?;
-    let s2 = start_chat("s2", Mode::embedded(&db)).await?;
+    let db = TempDb::new("shared");
+    let s1 = start_chat("s1", db.mode()).await?;
+    let s2 = start_chat("s2", db.mode()).await?;
     let mut on1 = Client::join(s1.addr, "lobby", "ann").await?;
     let mut on2 = Client::join(s2.addr, "lobby", "ben").await?;
 
@@ -170,7 +165,7 @@ async fn two_chat_servers_share_one_sqlite_file() -> anyhow::Result<()> {
 
     // A restarted chat server reads the same history and is reachable again.
     s2.stop().await?;
-    let s2 = start_chat("s2", Mode::embedded(&db)).await?;
+    let s2 = start_chat("s2", db.mode()).await?;
     let h = history(s2.addr, "lobby", 10).await?;
     assert_eq!(h.len(), 2);
     let mut back = Client::join(s2.addr, "lobby", "ben").await?;
@@ -185,14 +180,13 @@ async fn two_chat_servers_share_one_sqlite_file() -> anyhow::Result<()> {
 
     s1.stop().await?;
     s2.stop().await?;
-    remove_db(&db);
     Ok(())
 }
 
 #[tokio::test]
 async fn shutdown_closes_websockets_as_going_away() -> anyhow::Result<()> {
-    let db = temp_db("shutdown");
-    let s = start_chat("s1", Mode::embedded(&db)).await?;
+    let db = TempDb::new("shutdown");
+    let s = start_chat("s1", db.mode()).await?;
     let mut c = Client::join(s.addr, "r", "u").await?;
     let addr = s.addr;
     let stopped = tokio::spawn(s.stop());
@@ -202,6 +196,5 @@ async fn shutdown_closes_websockets_as_going_away() -> anyhow::Result<()> {
         tokio::net::TcpStream::connect(addr).await.is_err(),
         "listener is closed after shutdown"
     );
-    remove_db(&db);
     Ok(())
 }

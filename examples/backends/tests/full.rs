@@ -14,29 +14,38 @@ use rlb_demo::{Mode, WriterOptions};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-const AMQP: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
-const MYSQL: &str = "mysql://root@127.0.0.1:3306/test";
+/// Overridable with `RLB_DEMO_AMQP` and `RLB_DEMO_MYSQL`.
+fn amqp_url() -> String {
+    std::env::var("RLB_DEMO_AMQP")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
+}
+
+fn mysql_url() -> String {
+    std::env::var("RLB_DEMO_MYSQL").unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/test".into())
+}
 
 /// Why full mode cannot be tested here, if it cannot.
 async fn unreachable() -> Option<String> {
-    let amqp = tokio::time::timeout(Duration::from_secs(3), rlb_demo::amqp::connect(AMQP)).await;
+    let (amqp_url, mysql_url) = (amqp_url(), mysql_url());
+    let amqp =
+        tokio::time::timeout(Duration::from_secs(3), rlb_demo::amqp::connect(&amqp_url)).await;
     match amqp {
         Ok(Ok(c)) => {
             let _ = c.close(200, "probe".into()).await;
         }
-        Ok(Err(e)) => return Some(format!("rabbitmq at {AMQP} unreachable: {e:#}")),
-        Err(_) => return Some(format!("rabbitmq at {AMQP} did not answer")),
+        Ok(Err(e)) => return Some(format!("rabbitmq at {amqp_url} unreachable: {e:#}")),
+        Err(_) => return Some(format!("rabbitmq at {amqp_url} did not answer")),
     }
     let probe = async {
         use mysql_async::prelude::Queryable;
-        let mut c = mysql_async::Conn::from_url(MYSQL).await?;
+        let mut c = mysql_async::Conn::from_url(mysql_url.as_str()).await?;
         c.query_drop("SELECT 1").await?;
         c.disconnect().await
     };
     match tokio::time::timeout(Duration::from_secs(3), probe).await {
         Ok(Ok(())) => None,
-        Ok(Err(e)) => Some(format!("mariadb at {MYSQL} unreachable: {e}")),
-        Err(_) => Some(format!("mariadb at {MYSQL} did not answer")),
+        Ok(Err(e)) => Some(format!("mariadb at {mysql_url} unreachable: {e}")),
+        Err(_) => Some(format!("mariadb at {mysql_url} did not answer")),
     }
 }
 
@@ -48,8 +57,8 @@ struct Writer {
 fn start_writer(names: &AmqpNames, table: &str) -> Writer {
     let shutdown = CancellationToken::new();
     let options = WriterOptions {
-        amqp: AMQP.into(),
-        mysql_primary: MYSQL.into(),
+        amqp: amqp_url(),
+        mysql_primary: mysql_url(),
         names: names.clone(),
         table: table.into(),
     };
@@ -75,8 +84,8 @@ fn ids(messages: &[serde_json::Value]) -> Vec<String> {
 
 async fn scenario(names: AmqpNames, table: String) -> anyhow::Result<()> {
     let mode = Mode::Full {
-        amqp: AMQP.into(),
-        mysql_read: MYSQL.into(),
+        amqp: amqp_url(),
+        mysql_read: mysql_url(),
         names: names.clone(),
         table: table.clone(),
     };
@@ -148,7 +157,7 @@ async fn scenario(names: AmqpNames, table: String) -> anyhow::Result<()> {
 }
 
 async fn clean_up(names: &AmqpNames, table: &str) -> anyhow::Result<()> {
-    let c = rlb_demo::amqp::connect(AMQP).await?;
+    let c = rlb_demo::amqp::connect(&amqp_url()).await?;
     let ch = c.create_channel().await?;
     ch.queue_delete(
         names.history_queue.as_str().into(),
@@ -161,7 +170,7 @@ async fn clean_up(names: &AmqpNames, table: &str) -> anyhow::Result<()> {
     )
     .await?;
     let _ = c.close(200, "test done".into()).await;
-    let db = MysqlHistory::new(MYSQL, table)?;
+    let db = MysqlHistory::new(&mysql_url(), table)?;
     db.drop_table().await?;
     db.close().await;
     Ok(())

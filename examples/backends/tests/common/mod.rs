@@ -195,20 +195,30 @@ impl Client {
     }
 }
 
-/// A path under the temp dir unique to this test run.
-pub fn temp_db(tag: &str) -> std::path::PathBuf {
-    std::env::temp_dir().join(format!(
-        "rlb-demo-test-{tag}-{}-{}.sqlite",
-        std::process::id(),
-        rlb_demo::protocol::now_millis()
-    ))
+/// A SQLite path under the temp dir, unique to this test, removed (with its WAL files)
+/// when dropped, even if the test fails.
+pub struct TempDb(pub std::path::PathBuf);
+
+impl TempDb {
+    pub fn new(tag: &str) -> Self {
+        Self(std::env::temp_dir().join(format!(
+            "rlb-demo-test-{tag}-{}-{}.sqlite",
+            std::process::id(),
+            rlb_demo::protocol::now_millis()
+        )))
+    }
+
+    pub fn mode(&self) -> Mode {
+        Mode::embedded(&self.0)
+    }
 }
 
-/// Removes a SQLite file and its WAL companions.
-pub fn remove_db(path: &std::path::Path) {
-    for suffix in ["", "-wal", "-shm"] {
-        let mut p = path.as_os_str().to_owned();
-        p.push(suffix);
-        let _ = std::fs::remove_file(p);
+impl Drop for TempDb {
+    fn drop(&mut self) {
+        for suffix in ["", "-wal", "-shm"] {
+            let mut p = self.0.as_os_str().to_owned();
+            p.push(suffix);
+            let _ = std::fs::remove_file(p);
+        }
     }
 }
