@@ -1,1 +1,92 @@
-fn main() {}
+//! The `rlb` command: arguments, logging, signals; the library does the rest.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+use rlb::Rlb;
+use rlb::config::{Config, LogFormat};
+use tokio::signal::unix::{SignalKind, signal};
+use tracing_subscriber::EnvFilter;
+
+/// A layer-4/layer-7 load balancer and reverse proxy.
+#[derive(Parser)]
+#[command(version, about)]
+struct Args {
+    /// The configuration file (TOML).
+    #[arg(short, long, value_name = "FILE")]
+    config: PathBuf,
+    /// Validate the configuration, print `configuration OK` or the errors, start nothing.
+    #[arg(long)]
+    check: bool,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let config = match Config::load(&args.config) {
+        Ok(config) => config,
+        Err(errors) => {
+            eprintln!("{errors}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if args.check {
+        println!("configuration OK");
+        return ExitCode::SUCCESS;
+    }
+    init_logging(config.global.log_format);
+    match run(args.config, config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = EnvFilter::try_from_env("RLB_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+fn run(path: PathBuf, config: Config) -> anyhow::Result<()> {
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if let Some(workers) = config.global.workers {
+        runtime.worker_threads(workers);
+    }
+    let runtime = runtime
+        .enable_all()
+        .build()
+        .context("cannot start the runtime")?;
+    runtime.block_on(async move {
+        let mut hangup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
+        let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+        let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+        let rlb = Rlb::start(config, Some(path.clone())).with_context(|| format!("{} not started", path.display()))?;
+        tracing::info!(version = env!("CARGO_PKG_VERSION"), config = %path.display(), "rlb started");
+        let watcher = rlb::watch::spawn(&rlb);
+        loop {
+            tokio::select! {
+                _ = hangup.recv() => {
+                    tracing::info!("SIGHUP: reloading");
+                    let _ = rlb.reload();
+                }
+                _ = terminate.recv() => { tracing::info!("SIGTERM: shutting down"); break }
+                _ = interrupt.recv() => { tracing::info!("SIGINT: shutting down"); break }
+            }
+        }
+        drop(watcher);
+        rlb.shutdown().await;
+        tracing::info!("rlb stopped");
+        Ok(())
+    })
+}

@@ -1,0 +1,252 @@
+//! The admin API on `[admin].bind`: status, metrics, events, reload, drain/enable/weight,
+//! and the live status page.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::events::Event;
+use crate::runtime::{Rlb, Target};
+
+/// The status page: one self-contained file, no CDN, no build step.
+const STATUS_PAGE: &str = include_str!("admin/status.html");
+
+/// The largest request body the admin API reads (a weight change is a few bytes).
+const MAX_BODY: usize = 16 * 1024;
+
+/// Serves the admin API until `stop`.
+pub async fn serve(rlb: Rlb, listener: Arc<TcpListener>, stop: CancellationToken) {
+    loop {
+        let (stream, _) = tokio::select! {
+            _ = stop.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    tracing::error!(error = %e, "admin accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let rlb = rlb.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |request| {
+                let rlb = rlb.clone();
+                async move { Ok::<_, Infallible>(handle(&rlb, request).await) }
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service);
+            tokio::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                _ = stop.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
+                }
+            }
+        });
+    }
+}
+
+async fn handle(rlb: &Rlb, request: Request<Incoming>) -> Response<Full<Bytes>> {
+    let path = request.uri().path().to_string();
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    match (request.method(), segments.as_slice()) {
+        (&Method::GET, [""]) => reply(
+            StatusCode::OK,
+            "text/html; charset=utf-8",
+            STATUS_PAGE.to_string(),
+        ),
+        (&Method::GET, ["status"]) => json_reply(StatusCode::OK, &status(rlb)),
+        (&Method::GET, ["metrics"]) => reply(
+            StatusCode::OK,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            rlb.shared().metrics.encode(rlb.shared()),
+        ),
+        (&Method::GET, ["events"]) => reply(
+            StatusCode::OK,
+            "application/x-ndjson",
+            rlb.shared().events.json_lines(),
+        ),
+        (&Method::POST, ["reload"]) => match rlb.reload() {
+            Ok(generation) => {
+                json_reply(StatusCode::OK, &json!({ "config_generation": generation }))
+            }
+            Err(e) => reply(
+                StatusCode::BAD_REQUEST,
+                "text/plain; charset=utf-8",
+                format!("{e}\n"),
+            ),
+        },
+        (&Method::POST, ["upstreams", upstream, "servers", addr, action]) => {
+            let (upstream, addr, action) =
+                (upstream.to_string(), addr.to_string(), action.to_string());
+            server_action(rlb, &upstream, &addr, &action, request.into_body()).await
+        }
+        (_, ["status" | "metrics" | "events" | ""]) | (_, ["reload"]) => reply(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "text/plain",
+            "method not allowed\n".into(),
+        ),
+        _ => reply(StatusCode::NOT_FOUND, "text/plain", "not found\n".into()),
+    }
+}
+
+/// `POST /upstreams/NAME/servers/ADDR/{drain,enable,weight}`.
+async fn server_action(
+    rlb: &Rlb,
+    upstream: &str,
+    addr: &str,
+    action: &str,
+    body: Incoming,
+) -> Response<Full<Bytes>> {
+    let text = |status, message: String| reply(status, "text/plain; charset=utf-8", message + "\n");
+    let snapshot = rlb.shared().snapshot.load();
+    let Some(group) = snapshot.upstream(upstream) else {
+        return text(
+            StatusCode::NOT_FOUND,
+            format!("unknown upstream `{upstream}`"),
+        );
+    };
+    let Ok(parsed) = addr.parse::<SocketAddr>() else {
+        return text(
+            StatusCode::BAD_REQUEST,
+            format!("bad address `{addr}`: expected IP:PORT"),
+        );
+    };
+    let Some(server) = group.servers.iter().find(|s| s.addr == parsed) else {
+        return text(
+            StatusCode::NOT_FOUND,
+            format!("no server {addr} in upstream `{upstream}`"),
+        );
+    };
+    let events = &rlb.shared().events;
+    match action {
+        "drain" => {
+            server.set_draining(true);
+            tracing::info!(upstream, server = %parsed, "server draining");
+            events.push(Event::new("drain").server(upstream, parsed));
+        }
+        "enable" => {
+            server.set_draining(false);
+            tracing::info!(upstream, server = %parsed, "server enabled");
+            events.push(Event::new("enable").server(upstream, parsed));
+        }
+        "weight" => {
+            let weight = match read_weight(body).await {
+                Ok(weight) => weight,
+                Err(message) => return text(StatusCode::BAD_REQUEST, message),
+            };
+            server.set_weight(weight);
+            group.reweigh();
+            tracing::info!(upstream, server = %parsed, weight, "server weight changed");
+            events.push(
+                Event::new("weight")
+                    .server(upstream, parsed)
+                    .detail(weight.to_string()),
+            );
+        }
+        other => {
+            return text(
+                StatusCode::NOT_FOUND,
+                format!("unknown action `{other}`: use drain, enable or weight"),
+            );
+        }
+    }
+    json_reply(StatusCode::OK, &server_json(server))
+}
+
+async fn read_weight(body: Incoming) -> Result<u32, String> {
+    let bytes = Limited::new(body, MAX_BODY)
+        .collect()
+        .await
+        .map_err(|e| format!("cannot read the body: {e}"))?
+        .to_bytes();
+    let value: Value = serde_json::from_slice(&bytes)
+        .map_err(|e| format!("bad JSON: {e}; expected {{\"weight\": N}}"))?;
+    let max = crate::config::MAX_WEIGHT as u64;
+    match value.get("weight").and_then(Value::as_u64) {
+        Some(w) if (1..=max).contains(&w) => Ok(w as u32),
+        _ => Err(format!("expected {{\"weight\": N}} with N from 1 to {max}")),
+    }
+}
+
+fn server_json(server: &crate::server::Server) -> Value {
+    let mut value = json!({
+        "addr": server.addr.to_string(),
+        "healthy": server.is_up(),
+        "active_connections": server.active(),
+        "weight": server.weight(),
+        "state": server.state().name(),
+        "requests": server.stats.requests.load(std::sync::atomic::Ordering::Relaxed),
+    });
+    if let Some(lag) = server.lag() {
+        value["replication_lag_ms"] = json!(lag.as_millis() as u64);
+    }
+    value
+}
+
+/// The `GET /status` document of the contract.
+pub fn status(rlb: &Rlb) -> Value {
+    let snapshot = rlb.shared().snapshot.load();
+    let mut upstreams = serde_json::Map::new();
+    for upstream in &snapshot.upstreams {
+        upstreams.insert(
+            upstream.name.to_string(),
+            json!({
+                "balance": upstream.balance.name(),
+                "servers": upstream.servers.iter().map(|s| server_json(s)).collect::<Vec<_>>(),
+            }),
+        );
+    }
+    let mut listeners = serde_json::Map::new();
+    for listener in &snapshot.config.listeners {
+        let mut value = json!({
+            "bind": listener.bind.to_string(),
+            "addr": rlb.listener_addr(&listener.name).map(|a| a.to_string()),
+            "mode": listener.mode.name(),
+        });
+        match snapshot.listeners.get(&listener.name).map(|p| &p.target) {
+            Some(Target::Tcp(upstream)) => value["upstream"] = json!(&*upstream.name),
+            Some(Target::Http(routes)) => {
+                value["routes"] = routes
+                    .0
+                    .iter()
+                    .map(|r| json!({ "host": r.host.as_deref(), "path_prefix": r.path_prefix.as_deref(), "upstream": &*r.upstream.name }))
+                    .collect();
+            }
+            None => {}
+        }
+        listeners.insert(listener.name.clone(), value);
+    }
+    json!({
+        "upstreams": upstreams,
+        "listeners": listeners,
+        "config_generation": snapshot.generation,
+    })
+}
+
+fn json_reply(status: StatusCode, value: &Value) -> Response<Full<Bytes>> {
+    reply(status, "application/json", value.to_string())
+}
+
+fn reply(status: StatusCode, content_type: &'static str, body: String) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static(content_type),
+    );
+    response
+}

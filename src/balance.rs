@@ -1,0 +1,263 @@
+//! Picking a server: smooth weighted round robin and weighted least connections over
+//! the available (up, non-draining) servers of an upstream, lock-free.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+
+use crate::config::Balance;
+use crate::server::Server;
+
+/// An upstream as one snapshot sees it: its servers' live state and how to choose.
+pub struct Upstream {
+    pub name: Arc<str>,
+    pub balance: Balance,
+    pub connect_timeout: Duration,
+    pub response_timeout: Duration,
+    pub servers: Vec<Arc<Server>>,
+    /// The order round robin walks, nginx's smooth weighted sequence over the current
+    /// weights (5,1,1 gives a a b a c a a). Rebuilt when a weight changes, so a pick is
+    /// one atomic increment and a load.
+    schedule: ArcSwap<Vec<u16>>,
+    /// Position in the schedule (round robin) or the rotating start (least_conn ties).
+    next: AtomicUsize,
+}
+
+/// Which servers of an upstream a request already tried; each is tried at most once.
+#[derive(Default, Clone, Copy)]
+pub struct Tried(u128);
+
+impl Tried {
+    pub fn add(&mut self, index: usize) {
+        if index < 128 {
+            self.0 |= 1 << index;
+        }
+    }
+
+    /// The same set without `index`, so that server may be tried once more.
+    pub fn without(self, index: usize) -> Tried {
+        if index < 128 {
+            Tried(self.0 & !(1 << index))
+        } else {
+            self
+        }
+    }
+
+    fn has(&self, index: usize) -> bool {
+        index < 128 && self.0 & (1 << index) != 0
+    }
+}
+
+impl Upstream {
+    pub fn new(name: Arc<str>, balance: Balance, servers: Vec<Arc<Server>>) -> Upstream {
+        let schedule = ArcSwap::from_pointee(schedule(&servers));
+        Upstream {
+            name,
+            balance,
+            connect_timeout: crate::config::DEFAULT_CONNECT_TIMEOUT,
+            response_timeout: crate::config::DEFAULT_RESPONSE_TIMEOUT,
+            servers,
+            schedule,
+            next: AtomicUsize::new(0),
+        }
+    }
+
+    /// Recomputes the round-robin order after a weight change.
+    pub fn reweigh(&self) {
+        self.schedule.store(Arc::new(schedule(&self.servers)));
+    }
+
+    /// Picks an available server not yet tried, returning its index.
+    pub fn pick(&self, tried: &Tried) -> Option<usize> {
+        let picked = match self.balance {
+            Balance::RoundRobin => self.pick_round_robin(tried),
+            Balance::LeastConn => self.pick_least_conn(tried),
+        };
+        picked.or_else(|| self.least_lagged(tried))
+    }
+
+    /// With no server available, a replica that is down for replication lag alone
+    /// still answers, only with older data: the least-lagged one is used. A server
+    /// down for any other reason (refused, timed out) never is.
+    pub fn least_lagged(&self, tried: &Tried) -> Option<usize> {
+        (0..self.servers.len())
+            .filter(|&i| !tried.has(i) && !self.servers[i].is_draining())
+            .filter_map(|i| Some((i, self.servers[i].lag()?)))
+            .filter(|&(i, _)| !self.servers[i].is_up())
+            .min_by_key(|&(_, lag)| lag)
+            .map(|(i, _)| i)
+    }
+
+    pub fn len(&self) -> usize {
+        self.servers.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.servers.is_empty()
+    }
+
+    fn usable(&self, index: usize, tried: &Tried) -> bool {
+        !tried.has(index) && self.servers[index].available()
+    }
+
+    fn pick_round_robin(&self, tried: &Tried) -> Option<usize> {
+        let schedule = self.schedule.load();
+        let len = schedule.len();
+        if len == 0 {
+            return None;
+        }
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        (0..len)
+            .map(|i| schedule[(start + i) % len] as usize)
+            .find(|&index| self.usable(index, tried))
+    }
+
+    /// The server with the fewest active connections per unit of weight; among equals,
+    /// the first after a rotating start, so ties go round robin.
+    fn pick_least_conn(&self, tried: &Tried) -> Option<usize> {
+        let n = self.servers.len();
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        let mut best: Option<(usize, usize, u32)> = None;
+        for i in 0..n {
+            let index = (start + i) % n;
+            if !self.usable(index, tried) {
+                continue;
+            }
+            let server = &self.servers[index];
+            let (active, weight) = (server.active(), server.weight().max(1));
+            let better = match best {
+                None => true,
+                // active/weight < best_active/best_weight, without division.
+                Some((_, best_active, best_weight)) => {
+                    (active as u64) * (best_weight as u64) < (best_active as u64) * (weight as u64)
+                }
+            };
+            if better {
+                best = Some((index, active, weight));
+            }
+        }
+        best.map(|(index, _, _)| index)
+    }
+}
+
+/// nginx's smooth weighted round robin, unrolled into one full cycle of picks.
+fn schedule(servers: &[Arc<Server>]) -> Vec<u16> {
+    let weights: Vec<i64> = servers.iter().map(|s| s.weight() as i64).collect();
+    let total: i64 = weights.iter().sum();
+    let mut current = vec![0i64; weights.len()];
+    let mut order = Vec::with_capacity(total as usize);
+    for _ in 0..total {
+        let mut best = 0;
+        for (i, w) in weights.iter().enumerate() {
+            current[i] += w;
+            if current[i] > current[best] {
+                best = i;
+            }
+        }
+        current[best] -= total;
+        order.push(best as u16);
+    }
+    order
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::server::Active;
+
+    fn upstream(balance: Balance, weights: &[u32]) -> Upstream {
+        let name: Arc<str> = Arc::from("u");
+        let servers = weights
+            .iter()
+            .enumerate()
+            .map(|(i, w)| {
+                let addr = format!("127.0.0.1:{}", 9000 + i).parse().unwrap();
+                Arc::new(Server::new(name.clone(), addr, *w))
+            })
+            .collect();
+        Upstream::new(name, balance, servers)
+    }
+
+    fn picks(u: &Upstream, n: usize) -> Vec<usize> {
+        (0..n).map(|_| u.pick(&Tried::default()).unwrap()).collect()
+    }
+
+    #[test]
+    fn smooth_weighted_order_like_nginx() {
+        let u = upstream(Balance::RoundRobin, &[5, 1, 1]);
+        assert_eq!(picks(&u, 7), vec![0, 0, 1, 0, 2, 0, 0]);
+    }
+
+    #[test]
+    fn round_robin_skips_down_and_draining() {
+        let u = upstream(Balance::RoundRobin, &[1, 1, 1]);
+        u.servers[1].set_up(false);
+        u.servers[2].set_draining(true);
+        assert_eq!(picks(&u, 4), vec![0, 0, 0, 0]);
+        u.servers[0].set_up(false);
+        assert_eq!(u.pick(&Tried::default()), None);
+    }
+
+    #[test]
+    fn tried_servers_are_not_picked_again() {
+        let u = upstream(Balance::RoundRobin, &[1, 1]);
+        let mut tried = Tried::default();
+        let first = u.pick(&tried).unwrap();
+        tried.add(first);
+        let second = u.pick(&tried).unwrap();
+        assert_ne!(first, second);
+        tried.add(second);
+        assert_eq!(u.pick(&tried), None);
+    }
+
+    #[test]
+    fn reweigh_changes_the_order() {
+        let u = upstream(Balance::RoundRobin, &[1, 1]);
+        u.servers[0].set_weight(3);
+        u.reweigh();
+        let p = picks(&u, 8);
+        assert_eq!(p.iter().filter(|&&i| i == 0).count(), 6);
+    }
+
+    #[test]
+    fn least_conn_prefers_fewest_and_rotates_ties() {
+        let u = upstream(Balance::LeastConn, &[1, 1, 1]);
+        let mut held = Vec::new();
+        for _ in 0..6 {
+            let i = u.pick(&Tried::default()).unwrap();
+            held.push((i, Active::new(u.servers[i].clone())));
+        }
+        let counts: Vec<usize> = u.servers.iter().map(|s| s.active()).collect();
+        assert_eq!(counts, vec![2, 2, 2]);
+        held.retain(|(i, _)| *i != 1);
+        assert_eq!(picks(&u, 3), vec![1, 1, 1]);
+    }
+
+    #[test]
+    fn lagging_servers_are_a_last_resort_and_dead_ones_never() {
+        let u = upstream(Balance::RoundRobin, &[1, 1, 1]);
+        for s in &u.servers {
+            s.set_up(false);
+        }
+        assert_eq!(u.pick(&Tried::default()), None);
+        u.servers[0].set_lag(Some(std::time::Duration::from_secs(30)));
+        u.servers[2].set_lag(Some(std::time::Duration::from_secs(8)));
+        assert_eq!(u.pick(&Tried::default()), Some(2));
+        u.servers[1].set_up(true);
+        assert_eq!(u.pick(&Tried::default()), Some(1));
+    }
+
+    #[test]
+    fn least_conn_respects_weight() {
+        let u = upstream(Balance::LeastConn, &[2, 1]);
+        let mut held = Vec::new();
+        for _ in 0..3 {
+            let i = u.pick(&Tried::default()).unwrap();
+            held.push(Active::new(u.servers[i].clone()));
+        }
+        assert_eq!(u.servers[0].active(), 2);
+        assert_eq!(u.servers[1].active(), 1);
+    }
+}

@@ -1,0 +1,284 @@
+use super::*;
+
+fn errors(text: &str) -> Vec<String> {
+    match Config::parse(text, "lb.toml") {
+        Ok(c) => panic!("accepted: {c:?}"),
+        Err(e) => e.0.iter().map(ToString::to_string).collect(),
+    }
+}
+
+/// Asserts that exactly one error was reported, at `position`, containing `needle`.
+fn one_error(text: &str, position: &str, needle: &str) {
+    let found = errors(text);
+    assert_eq!(found.len(), 1, "{found:#?}");
+    let expected = format!("lb.toml:{position}: ");
+    assert!(
+        found[0].starts_with(&expected),
+        "{} does not start with {expected}",
+        found[0]
+    );
+    assert!(
+        found[0].contains(needle),
+        "{} does not mention {needle}",
+        found[0]
+    );
+}
+
+const TCP_OK: &str = r#"
+[listeners.db]
+bind = "127.0.0.1:3307"
+mode = "tcp"
+upstream = "replicas"
+
+[upstreams.replicas]
+servers = ["127.0.0.1:3312"]
+"#;
+
+#[test]
+fn a_full_config_parses_with_its_values() {
+    let c = Config::parse(
+        r#"
+[global]
+workers = 2
+shutdown_timeout = "5s"
+log_format = "json"
+access_log = false
+watch_config = true
+
+[admin]
+bind = "127.0.0.1:9901"
+
+[listeners.web]
+bind = "127.0.0.1:8080"
+mode = "http"
+routes = [
+  { path_prefix = "/api/randoms", upstream = "randoms" },
+  { host = "Chat.Example.test:8080", upstream = "app" },
+  { upstream = "app" },
+]
+
+[upstreams.app]
+balance = "least_conn"
+servers = ["127.0.0.1:9001", { addr = "127.0.0.1:9003", weight = 3 }]
+
+[upstreams.app.health]
+check = "http"
+path = "/healthz"
+interval = "1s"
+timeout = "500ms"
+rise = 2
+fall = 2
+
+[upstreams.randoms]
+servers = ["127.0.0.1:8082"]
+
+[upstreams.randoms.health]
+check = "mysql"
+user = "rlb_check"
+password_env = "RLB_MYSQL_PASSWORD"
+max_replication_lag = "5s"
+"#,
+        "lb.toml",
+    )
+    .unwrap();
+    assert_eq!(c.global.workers, Some(2));
+    assert_eq!(c.global.shutdown_timeout, Duration::from_secs(5));
+    assert_eq!(c.global.log_format, LogFormat::Json);
+    assert!(!c.global.access_log && c.global.watch_config);
+    assert_eq!(c.admin.as_ref().unwrap().bind.port(), 9901);
+    let Mode::Http { routes } = &c.listeners[0].mode else {
+        panic!()
+    };
+    assert_eq!(routes.len(), 3);
+    assert_eq!(routes[0].path_prefix.as_deref(), Some("/api/randoms"));
+    assert_eq!(routes[1].host.as_deref(), Some("chat.example.test"));
+    let app = c.upstream("app").unwrap();
+    assert_eq!(app.balance, Balance::LeastConn);
+    assert_eq!(app.servers[1].weight, 3);
+    let health = app.health.as_ref().unwrap();
+    assert_eq!(
+        (health.interval, health.timeout, health.rise, health.fall),
+        (Duration::from_secs(1), Duration::from_millis(500), 2, 2)
+    );
+    let Check::Mysql {
+        max_replication_lag,
+        ..
+    } = &c
+        .upstream("randoms")
+        .unwrap()
+        .health
+        .as_ref()
+        .unwrap()
+        .check
+    else {
+        panic!()
+    };
+    assert_eq!(*max_replication_lag, Some(Duration::from_secs(5)));
+}
+
+#[test]
+fn defaults_apply_when_keys_are_left_out() {
+    let c = Config::parse(TCP_OK, "lb.toml").unwrap();
+    assert_eq!(c.global.workers, None);
+    assert_eq!(c.global.shutdown_timeout, DEFAULT_SHUTDOWN_TIMEOUT);
+    assert!(c.global.access_log);
+    assert!(c.admin.is_none());
+    let u = c.upstream("replicas").unwrap();
+    assert_eq!(u.balance, Balance::RoundRobin);
+    assert_eq!(u.servers[0].weight, 1);
+    assert!(u.health.is_none());
+}
+
+#[test]
+fn toml_syntax_error() {
+    one_error("[listeners.a\nbind = 1\n", "1:13", "");
+}
+
+#[test]
+fn unknown_key() {
+    one_error(
+        &format!("{TCP_OK}\n[upstreams.replicas.health]\ncheck = \"tcp\"\nintervall = \"1s\"\n"),
+        "12:1",
+        "unknown field `intervall`",
+    );
+    one_error(
+        &format!("colour = 1\n{TCP_OK}"),
+        "1:1",
+        "unknown key `colour`",
+    );
+}
+
+#[test]
+fn unknown_upstream() {
+    one_error(
+        &TCP_OK.replace("upstream = \"replicas\"", "upstream = \"replica\""),
+        "5:12",
+        "unknown upstream `replica` (defined: replicas)",
+    );
+}
+
+#[test]
+fn duplicate_bind() {
+    let text = format!(
+        "{TCP_OK}\n[listeners.again]\nbind = \"127.0.0.1:3307\"\nmode = \"tcp\"\nupstream = \"replicas\"\n"
+    );
+    one_error(
+        &text,
+        "11:8",
+        "duplicate bind 127.0.0.1:3307: already used by listener `db`",
+    );
+}
+
+#[test]
+fn bad_duration() {
+    let text = format!("[global]\nshutdown_timeout = \"30\"\n{TCP_OK}");
+    one_error(&text, "2:20", "bad duration `30`");
+}
+
+#[test]
+fn bad_address() {
+    one_error(
+        &TCP_OK.replace("127.0.0.1:3312", "localhost"),
+        "8:12",
+        "bad address `localhost`: expected IP:PORT",
+    );
+}
+
+#[test]
+fn unknown_balance_lists_the_valid_values() {
+    let text = TCP_OK.replace(
+        "[upstreams.replicas]",
+        "[upstreams.replicas]\nbalance = \"fastest\"",
+    );
+    one_error(
+        &text,
+        "8:11",
+        "unknown variant `fastest`, expected `round_robin` or `least_conn`",
+    );
+}
+
+#[test]
+fn tcp_listener_without_upstream() {
+    one_error(
+        &TCP_OK.replace("upstream = \"replicas\"\n", ""),
+        "4:8",
+        "tcp listener `db` needs an `upstream`",
+    );
+}
+
+#[test]
+fn http_listener_without_routes() {
+    let text = "[listeners.web]\nbind = \"127.0.0.1:8080\"\nmode = \"http\"\n[upstreams.app]\nservers = [\"127.0.0.1:1\"]\n";
+    one_error(text, "3:8", "http listener `web` needs `routes`");
+}
+
+#[test]
+fn upstream_without_servers() {
+    one_error(
+        &TCP_OK.replace("[\"127.0.0.1:3312\"]", "[]"),
+        "8:11",
+        "upstream `replicas` has no servers",
+    );
+}
+
+#[test]
+fn mysql_check_needs_a_user_and_path_is_http_only() {
+    let text = format!("{TCP_OK}\n[upstreams.replicas.health]\ncheck = \"mysql\"\npath = \"/\"\n");
+    let found = errors(&text);
+    assert_eq!(found.len(), 2, "{found:#?}");
+    assert!(
+        found[0].starts_with("lb.toml:11:9: ") && found[0].contains("needs a `user`"),
+        "{found:#?}"
+    );
+    assert!(
+        found[1].starts_with("lb.toml:12:8: ")
+            && found[1].contains("`path` is only for `check = \"http\"`"),
+        "{found:#?}"
+    );
+}
+
+#[test]
+fn every_error_is_reported_in_one_run_in_file_order() {
+    let text = r#"[global]
+shutdown_timeout = "soon"
+
+[listeners.web]
+bind = "127.0.0.1:8080"
+routes = [{ upstream = "nope" }]
+
+[listeners.db]
+bind = "127.0.0.1:8080"
+mode = "tcp"
+
+[upstreams.app]
+balance = "random"
+servers = ["300.0.0.1:1"]
+"#;
+    let found = errors(text);
+    let positions: Vec<&str> = found
+        .iter()
+        .map(|e| e.split(": ").next().unwrap())
+        .collect();
+    assert_eq!(
+        positions,
+        [
+            "lb.toml:2:20",
+            "lb.toml:6:24",
+            "lb.toml:9:8",
+            "lb.toml:10:8",
+            "lb.toml:13:11",
+            "lb.toml:14:12"
+        ],
+        "{found:#?}"
+    );
+}
+
+#[test]
+fn an_unreadable_file_is_an_error_not_a_panic() {
+    let e = Config::load(Path::new("/nonexistent/lb.toml")).unwrap_err();
+    assert!(
+        e.to_string()
+            .starts_with("/nonexistent/lb.toml: cannot read the file"),
+        "{e}"
+    );
+}

@@ -1,0 +1,98 @@
+//! The failover timeline: recent events (server down/up, drain, reload, ...) with
+//! wall-clock millisecond timestamps, served by `GET /events`.
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+
+use serde::Serialize;
+
+use crate::server::now_millis;
+
+/// How many events are kept; older ones fall off.
+const CAPACITY: usize = 1000;
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Event {
+    /// Milliseconds since the Unix epoch.
+    pub ts_ms: u64,
+    pub event: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listener: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub generation: Option<u64>,
+}
+
+impl Event {
+    pub fn new(event: &'static str) -> Event {
+        Event {
+            ts_ms: now_millis(),
+            event,
+            upstream: None,
+            server: None,
+            listener: None,
+            detail: None,
+            generation: None,
+        }
+    }
+
+    pub fn server(mut self, upstream: &str, server: impl ToString) -> Event {
+        self.upstream = Some(upstream.to_string());
+        self.server = Some(server.to_string());
+        self
+    }
+
+    pub fn listener(mut self, listener: &str) -> Event {
+        self.listener = Some(listener.to_string());
+        self
+    }
+
+    pub fn detail(mut self, detail: impl Into<String>) -> Event {
+        self.detail = Some(detail.into());
+        self
+    }
+
+    pub fn generation(mut self, generation: u64) -> Event {
+        self.generation = Some(generation);
+        self
+    }
+}
+
+/// A bounded, append-only log; written on state changes only, never per request.
+#[derive(Default)]
+pub struct Events {
+    recent: Mutex<VecDeque<Event>>,
+}
+
+impl Events {
+    pub fn push(&self, event: Event) {
+        let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        if recent.len() == CAPACITY {
+            recent.pop_front();
+        }
+        recent.push_back(event);
+    }
+
+    /// The events, oldest first, as JSON lines.
+    pub fn json_lines(&self) -> String {
+        let recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        let mut out = String::new();
+        for event in recent.iter() {
+            if let Ok(line) = serde_json::to_string(event) {
+                out.push_str(&line);
+                out.push('\n');
+            }
+        }
+        out
+    }
+
+    pub fn snapshot(&self) -> Vec<Event> {
+        let recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        recent.iter().cloned().collect()
+    }
+}

@@ -1,0 +1,83 @@
+//! Bound sockets and their accept loops: each accepted connection is handed to the
+//! tcp or http proxy according to the listener's plan in the current snapshot.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpSocket};
+use tokio_util::sync::CancellationToken;
+
+use crate::proxy::{http, tcp};
+use crate::runtime::{Shared, Target};
+
+/// The accept backlog, as nginx's default on Linux.
+const BACKLOG: u32 = 511;
+
+/// Binds `addr` with SO_REUSEADDR, so a restart does not wait for TIME_WAIT.
+pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(BACKLOG)
+}
+
+/// Accepts until `stop` (the listener was removed by a reload) or shutdown; the
+/// connections already accepted run on in the task tracker.
+pub async fn accept_loop(
+    shared: Arc<Shared>,
+    name: Arc<str>,
+    listener: Arc<TcpListener>,
+    stop: CancellationToken,
+) {
+    loop {
+        let accepted = tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = shared.shutdown.cancelled() => break,
+            accepted = listener.accept() => accepted,
+        };
+        let (stream, client) = match accepted {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                tracing::error!(listener = %name, error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let Some(plan) = shared.snapshot.load().listeners.get(&*name).cloned() else {
+            break;
+        };
+        tracing::debug!(listener = %name, %client, "accepted");
+        match &plan.target {
+            Target::Tcp(upstream) => {
+                let upstream = upstream.clone();
+                let idle = plan.idle_timeout;
+                shared.tracker.spawn(tcp::session(
+                    shared.clone(),
+                    name.clone(),
+                    upstream,
+                    stream,
+                    client,
+                    idle,
+                ));
+            }
+            Target::Http(_) => {
+                shared.tracker.spawn(http::serve(
+                    shared.clone(),
+                    name.clone(),
+                    plan,
+                    stream,
+                    client,
+                ));
+            }
+        }
+    }
+    tracing::info!(listener = %name, "stopped accepting");
+}

@@ -1,0 +1,227 @@
+//! Live server state (health, drain, weight, open connections, idle pool) that outlives
+//! configuration snapshots, and the registry that keys it by (upstream, address).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crossbeam_queue::ArrayQueue;
+
+use crate::proxy::pool::Idle;
+
+/// How many idle keep-alive connections one server keeps at most.
+const IDLE_PER_SERVER: usize = 512;
+
+/// One server of one upstream, as it lives across reloads.
+pub struct Server {
+    pub upstream: Arc<str>,
+    pub addr: SocketAddr,
+    /// Written by the health checker and by passive ejection; read on every pick.
+    up: AtomicBool,
+    /// Set by the admin API: no new requests or sessions, open ones run on.
+    draining: AtomicBool,
+    /// The weight in force: the file's, or the admin API's until the file changes it.
+    weight: AtomicU32,
+    /// The weight the file last gave, to tell a changed file from an unchanged one.
+    file_weight: AtomicU32,
+    /// Requests in flight plus tcp sessions and upgraded tunnels open: what least_conn
+    /// balances on. Changed only by [`Active`].
+    active: AtomicUsize,
+    /// The replication lag of the last check that found it over the limit, in ms;
+    /// `u64::MAX` when there is none. A server down with a lag is down for lag alone.
+    lag_ms: AtomicU64,
+    pub stats: ServerStats,
+    pub health: Mutex<crate::health::Counters>,
+    /// Keep-alive connections to this server waiting for their next request.
+    pub(crate) idle: ArrayQueue<Idle>,
+}
+
+/// Counters exposed by /metrics; relaxed atomics, never reset.
+#[derive(Default)]
+pub struct ServerStats {
+    /// Requests forwarded (http) or sessions opened (tcp).
+    pub requests: AtomicU64,
+    pub connect_failures: AtomicU64,
+    pub response_failures: AtomicU64,
+    pub timeouts: AtomicU64,
+    pub check_failures: AtomicU64,
+    pub check_count: AtomicU64,
+    /// Sum of check latencies in microseconds, with `check_count` a mean.
+    pub check_micros: AtomicU64,
+}
+
+/// What the admin API and /status call a server's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    Up,
+    Down,
+    Draining,
+}
+
+impl State {
+    pub fn name(self) -> &'static str {
+        match self {
+            State::Up => "up",
+            State::Down => "down",
+            State::Draining => "draining",
+        }
+    }
+}
+
+impl Server {
+    pub fn new(upstream: Arc<str>, addr: SocketAddr, weight: u32) -> Server {
+        Server {
+            upstream,
+            addr,
+            up: AtomicBool::new(true),
+            draining: AtomicBool::new(false),
+            weight: AtomicU32::new(weight),
+            file_weight: AtomicU32::new(weight),
+            active: AtomicUsize::new(0),
+            lag_ms: AtomicU64::new(u64::MAX),
+            stats: ServerStats::default(),
+            health: Mutex::new(crate::health::Counters::default()),
+            idle: ArrayQueue::new(IDLE_PER_SERVER),
+        }
+    }
+
+    /// Up and not draining: may take new requests and sessions.
+    #[inline]
+    pub fn available(&self) -> bool {
+        self.up.load(Ordering::Relaxed) && !self.draining.load(Ordering::Relaxed)
+    }
+
+    pub fn is_up(&self) -> bool {
+        self.up.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_up(&self, up: bool) {
+        self.up.store(up, Ordering::Relaxed);
+        if !up {
+            // Idle connections to a dead server would only fail the next request.
+            while self.idle.pop().is_some() {}
+        }
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    pub fn set_draining(&self, draining: bool) {
+        self.draining.store(draining, Ordering::Relaxed);
+    }
+
+    pub fn weight(&self) -> u32 {
+        self.weight.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_weight(&self, weight: u32) {
+        self.weight.store(weight, Ordering::Relaxed);
+    }
+
+    pub fn lag(&self) -> Option<Duration> {
+        match self.lag_ms.load(Ordering::Relaxed) {
+            u64::MAX => None,
+            ms => Some(Duration::from_millis(ms)),
+        }
+    }
+
+    pub(crate) fn set_lag(&self, lag: Option<Duration>) {
+        let ms = lag.map_or(u64::MAX, |l| l.as_millis().min(u64::MAX as u128 - 1) as u64);
+        self.lag_ms.store(ms, Ordering::Relaxed);
+    }
+
+    #[inline]
+    pub fn active(&self) -> usize {
+        self.active.load(Ordering::Relaxed)
+    }
+
+    pub fn state(&self) -> State {
+        if !self.is_up() {
+            State::Down
+        } else if self.is_draining() {
+            State::Draining
+        } else {
+            State::Up
+        }
+    }
+
+    /// Takes an idle keep-alive connection that is still open, if any.
+    pub(crate) fn take_idle(&self, max_idle: Duration) -> Option<Idle> {
+        while let Some(idle) = self.idle.pop() {
+            if !idle.sender.is_closed() && idle.since.elapsed() < max_idle {
+                return Some(idle);
+            }
+        }
+        None
+    }
+}
+
+/// Counts one request, session or tunnel on a server for as long as it lives.
+pub struct Active(Arc<Server>);
+
+impl Active {
+    pub fn new(server: Arc<Server>) -> Active {
+        server.active.fetch_add(1, Ordering::Relaxed);
+        Active(server)
+    }
+
+    pub fn server(&self) -> &Arc<Server> {
+        &self.0
+    }
+}
+
+impl Drop for Active {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// All live server state, keyed by (upstream name, address). Touched only when a
+/// snapshot is built, never on the request path.
+#[derive(Default)]
+pub struct Registry {
+    servers: Mutex<HashMap<ServerKey, Arc<Server>>>,
+}
+
+/// (upstream name, address): a server's identity across reloads.
+pub type ServerKey = (Arc<str>, SocketAddr);
+
+impl Registry {
+    /// The live state for (upstream, addr), created on first use. A weight set in the
+    /// file replaces one set by the admin API only when the file changed it.
+    pub fn server(&self, upstream: &Arc<str>, addr: SocketAddr, file_weight: u32) -> Arc<Server> {
+        let mut servers = self.servers.lock().unwrap_or_else(|e| e.into_inner());
+        let server = servers
+            .entry((upstream.clone(), addr))
+            .or_insert_with(|| Arc::new(Server::new(upstream.clone(), addr, file_weight)))
+            .clone();
+        if server.file_weight.swap(file_weight, Ordering::Relaxed) != file_weight {
+            // The file changed this server: its weight and drain from the admin API end.
+            server.set_weight(file_weight);
+            server.set_draining(false);
+        }
+        server
+    }
+
+    /// Forgets servers that no snapshot uses any more; their open connections keep
+    /// their own `Arc` and run on.
+    pub fn retain(&self, keep: impl Fn(&Server) -> bool) {
+        let mut servers = self.servers.lock().unwrap_or_else(|e| e.into_inner());
+        servers.retain(|_, s| keep(s));
+    }
+
+    pub fn all(&self) -> Vec<Arc<Server>> {
+        let servers = self.servers.lock().unwrap_or_else(|e| e.into_inner());
+        servers.values().cloned().collect()
+    }
+}
+
+/// Milliseconds since the Unix epoch, for events and logs.
+pub fn now_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
