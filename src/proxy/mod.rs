@@ -6,3 +6,5 @@ pub mod error;
 pub mod http;
 pub mod pool;
 pub mod tcp;
+#[cfg(target_os = "linux")]
+pub mod zerocopy;

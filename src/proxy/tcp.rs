@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 
 use tokio::net::TcpStream;
 
-use super::copy::splice;
 use super::pool::connect;
 use crate::balance::{Tried, Upstream};
 use crate::runtime::Shared;
@@ -39,7 +38,10 @@ pub async fn session(
             }
         };
         server.stats.requests.fetch_add(1, Ordering::Relaxed);
-        let totals = splice(client, stream, idle).await;
+        #[cfg(target_os = "linux")]
+        let totals = super::zerocopy::splice_tcp(&client, &stream, idle).await;
+        #[cfg(not(target_os = "linux"))]
+        let totals = super::copy::splice(client, stream, idle).await;
         if shared.access_log() {
             tracing::info!(
                 target: "rlb::access",
