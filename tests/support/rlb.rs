@@ -107,6 +107,8 @@ pub struct TestServer {
     pub name: String,
     pub addr: SocketAddr,
     hits: Arc<AtomicUsize>,
+    /// Client connections accepted, to see keep-alive reuse.
+    connections: Arc<AtomicUsize>,
     healthy: Arc<AtomicBool>,
     stop: std::sync::Mutex<CancellationToken>,
 }
@@ -121,6 +123,7 @@ impl TestServer {
             name: name.to_string(),
             addr,
             hits: Arc::default(),
+            connections: Arc::default(),
             healthy: Arc::new(AtomicBool::new(true)),
             stop: std::sync::Mutex::new(CancellationToken::new()),
         };
@@ -131,6 +134,7 @@ impl TestServer {
     fn serve(&self, listener: TcpListener) {
         let stop = self.stop.lock().unwrap().clone();
         let (name, hits, healthy) = (self.name.clone(), self.hits.clone(), self.healthy.clone());
+        let connections = self.connections.clone();
         tokio::spawn(async move {
             let tracker = TaskTracker::new();
             loop {
@@ -138,6 +142,7 @@ impl TestServer {
                     _ = stop.cancelled() => break,
                     accepted = listener.accept() => match accepted { Ok(a) => a, Err(_) => continue },
                 };
+                connections.fetch_add(1, Ordering::SeqCst);
                 let (name, hits, healthy, stop) =
                     (name.clone(), hits.clone(), healthy.clone(), stop.clone());
                 tracker.spawn(async move {
@@ -160,6 +165,11 @@ impl TestServer {
     /// Requests answered, health checks excluded.
     pub fn hits(&self) -> usize {
         self.hits.load(Ordering::SeqCst)
+    }
+
+    /// Connections accepted so far, health checks included.
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
     }
 
     pub fn set_healthy(&self, healthy: bool) {
@@ -309,6 +319,51 @@ pub async fn tcp_echo_server() -> (SocketAddr, CancellationToken) {
         }
     });
     (addr, stop)
+}
+
+/// A server that reads each request head, counts it, and closes the connection
+/// without answering: a server that dies mid-request. Returns its address and count.
+pub async fn dying_server() -> (SocketAddr, Arc<AtomicUsize>, CancellationToken) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind dying");
+    let addr = listener.local_addr().unwrap();
+    let (requests, stop) = (Arc::new(AtomicUsize::new(0)), CancellationToken::new());
+    let (count, token) = (requests.clone(), stop.clone());
+    tokio::spawn(async move {
+        loop {
+            let (mut stream, _) = tokio::select! {
+                _ = token.cancelled() => break,
+                accepted = listener.accept() => match accepted { Ok(a) => a, Err(_) => continue },
+            };
+            let count = count.clone();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                count.fetch_add(1, Ordering::SeqCst);
+            });
+        }
+    });
+    (addr, requests, stop)
+}
+
+/// Writes `request` on a fresh connection and reads until the other side closes.
+pub async fn raw_http(addr: SocketAddr, request: &str) -> String {
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .expect("write request");
+    let mut response = Vec::new();
+    tokio::time::timeout(Duration::from_secs(20), stream.read_to_end(&mut response))
+        .await
+        .expect("the connection was not closed")
+        .expect("read response");
+    String::from_utf8_lossy(&response).into_owned()
 }
 
 /// A free loopback port (bound, read back, closed): for a server that is not there.
