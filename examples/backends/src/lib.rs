@@ -7,6 +7,7 @@
 
 pub mod amqp;
 pub mod chat;
+pub mod experiment;
 pub mod history_writer;
 pub mod mysql;
 pub mod protocol;
