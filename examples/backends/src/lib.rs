@@ -9,6 +9,7 @@ pub mod amqp;
 pub mod chat;
 pub mod experiment;
 pub mod history_writer;
+pub mod msg;
 pub mod mysql;
 pub mod protocol;
 pub mod relay;
