@@ -26,27 +26,39 @@ pub struct Upstream {
 }
 
 /// Which servers of an upstream a request already tried; each is tried at most once.
-#[derive(Default, Clone, Copy)]
-pub struct Tried(u128);
+/// A bit per server for the first 128; the servers of a larger upstream go in a list,
+/// so that a request to it still ends when every server has failed.
+#[derive(Default, Clone)]
+pub struct Tried {
+    first: u128,
+    rest: Vec<usize>,
+}
 
 impl Tried {
     pub fn add(&mut self, index: usize) {
         if index < 128 {
-            self.0 |= 1 << index;
+            self.first |= 1 << index;
+        } else if !self.rest.contains(&index) {
+            self.rest.push(index);
         }
     }
 
     /// The same set without `index`, so that server may be tried once more.
-    pub fn without(self, index: usize) -> Tried {
+    pub fn without(mut self, index: usize) -> Tried {
         if index < 128 {
-            Tried(self.0 & !(1 << index))
+            self.first &= !(1 << index);
         } else {
-            self
+            self.rest.retain(|&i| i != index);
         }
+        self
     }
 
     fn has(&self, index: usize) -> bool {
-        index < 128 && self.0 & (1 << index) != 0
+        if index < 128 {
+            self.first & (1 << index) != 0
+        } else {
+            self.rest.contains(&index)
+        }
     }
 }
 
@@ -210,6 +222,20 @@ mod tests {
         assert_ne!(first, second);
         tried.add(second);
         assert_eq!(u.pick(&tried), None);
+    }
+
+    #[test]
+    fn every_server_of_a_large_upstream_is_tried_once() {
+        let u = upstream(Balance::RoundRobin, &[1; 200]);
+        let mut tried = Tried::default();
+        let mut seen = std::collections::HashSet::new();
+        while let Some(index) = u.pick(&tried) {
+            assert!(seen.insert(index), "server {index} picked twice");
+            tried.add(index);
+        }
+        assert_eq!(seen.len(), 200);
+        let tried = tried.without(150);
+        assert_eq!(u.pick(&tried), Some(150));
     }
 
     #[test]

@@ -168,6 +168,43 @@ servers = ["{}"]
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_absolute_form_request_is_routed_by_its_authority_and_hostless_ones_get_a_host() {
+    let (chat, app) = (
+        TestServer::start("chat").await,
+        TestServer::start("app").await,
+    );
+    let rlb = start(&config(&format!(
+        r#"
+[listeners.web]
+bind = "127.0.0.1:0"
+routes = [{{ host = "chat.example.test", upstream = "chat" }}, {{ upstream = "app" }}]
+[upstreams.chat]
+servers = ["{}"]
+[upstreams.app]
+servers = ["{}"]
+"#,
+        chat.addr, app.addr
+    )));
+    let web = rlb.listener_addr("web").unwrap();
+    // The request line's authority wins over `Host`, for the route and the server.
+    let response = raw_http(
+        web,
+        "GET http://chat.example.test/headers HTTP/1.1\r\nHost: other.test\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(
+        response.contains("\nhost: chat.example.test\n"),
+        "{response}"
+    );
+    assert_eq!((chat.hits(), app.hits()), (1, 0));
+    // HTTP/1.0 allows no `Host`; it goes on as HTTP/1.1, which needs one.
+    let response = raw_http(web, "GET /headers HTTP/1.0\r\n\r\n").await;
+    assert!(response.starts_with("HTTP/1.0 200"), "{response}");
+    assert!(response.contains(&format!("\nhost: {web}\n")), "{response}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_5_mib_post_is_echoed_intact() {
     let a = TestServer::start("a").await;
     let rlb = start(&config(&format!(
@@ -326,6 +363,29 @@ response_timeout = "200ms"
     assert!(body.contains("gateway timeout"), "504 body: {body}");
     assert_eq!(a.hits(), 1, "a timed-out request is not sent again");
     assert_eq!(get(web, "/").await, (200, "a".to_string()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_of_130_dead_servers_answers_502() {
+    // Distinct loopback addresses on one free port: every connect is refused.
+    let port = dead_addr().port();
+    let servers: Vec<String> = (2..132)
+        .map(|i| format!("\"127.0.0.{i}:{port}\""))
+        .collect();
+    let rlb = start(&config(&format!(
+        r#"
+[listeners.web]
+bind = "127.0.0.1:0"
+routes = [{{ upstream = "app" }}]
+[upstreams.app]
+servers = [{}]
+"#,
+        servers.join(", ")
+    )));
+    let web = rlb.listener_addr("web").unwrap();
+    let (status, body) = get(web, "/").await;
+    assert_eq!(status, 502);
+    assert!(body.contains("could not connect"), "502 body: {body}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -78,6 +78,8 @@ struct Connection {
     client: SocketAddr,
     /// The client's IP, ready for `X-Forwarded-For`.
     client_ip: HeaderValue,
+    /// The address the client connected to: the `Host` of a request that has none.
+    local: Option<SocketAddr>,
     /// The routes in force when the connection was accepted, used if a reload removes
     /// the listener while the connection is still open.
     fallback: Arc<Plan>,
@@ -97,11 +99,13 @@ pub async fn serve(
         .unwrap_or(HeaderValue::from_static("unknown"));
     let shutdown = shared.shutdown.clone();
     let idle_timeout = plan.idle_timeout;
+    let local = stream.local_addr().ok();
     let connection = Arc::new(Connection {
         shared,
         listener,
         client,
         client_ip,
+        local,
         fallback: plan,
         idle_timeout,
     });
@@ -238,8 +242,12 @@ impl Connection {
 
     /// Drops hop-by-hop headers and adds the `X-Forwarded-*` ones; `Host` is kept.
     fn rewrite(&self, request: &mut Request<Incoming>, upgrade: bool) {
-        if request.uri().authority().is_some() {
-            // An absolute-form request (`GET http://host/path`) goes on in origin form.
+        if let Some(authority) = request.uri().authority() {
+            // An absolute-form request (`GET http://host/path`) goes on in origin form;
+            // its authority wins over any `Host` (RFC 9112 §3.2.2), as it did in routing.
+            if let Ok(host) = HeaderValue::from_str(authority.as_str()) {
+                request.headers_mut().insert(header::HOST, host);
+            }
             let path = request.uri().path_and_query().map_or("/", |p| p.as_str());
             if let Ok(uri) = path.parse::<Uri>() {
                 *request.uri_mut() = uri;
@@ -247,6 +255,14 @@ impl Connection {
         }
         *request.version_mut() = Version::HTTP_11;
         let host = request.headers().get(header::HOST).cloned();
+        if host.is_none()
+            && let Some(local) = self.local
+            && let Ok(value) = HeaderValue::from_str(&local.to_string())
+        {
+            // An HTTP/1.0 request may come without `Host`, but it goes on as HTTP/1.1,
+            // which servers such as nginx refuse without one.
+            request.headers_mut().insert(header::HOST, value);
+        }
         let headers = request.headers_mut();
         strip_hop_by_hop(headers, upgrade);
         headers.remove(header::EXPECT);
@@ -520,12 +536,14 @@ fn is_upgrade(headers: &HeaderMap) -> bool {
             .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
 }
 
+/// The authority of an absolute-form request, else the `Host` header.
 fn host_of<B>(request: &Request<B>) -> Option<&str> {
-    request
-        .headers()
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .or_else(|| request.uri().host())
+    request.uri().host().or_else(|| {
+        request
+            .headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+    })
 }
 
 fn is_idempotent(method: &Method) -> bool {
