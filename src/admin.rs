@@ -90,15 +90,18 @@ async fn handle(rlb: &Rlb, request: Request<Incoming>) -> Response<Full<Bytes>> 
             ),
         },
         (&Method::POST, ["upstreams", upstream, "servers", addr, action]) => {
-            let (upstream, addr, action) =
-                (upstream.to_string(), addr.to_string(), action.to_string());
+            // `[::1]:80` arrives as `%5B::1%5D:80` from most clients.
+            let (upstream, addr, action) = (
+                percent_decode(upstream),
+                percent_decode(addr),
+                action.to_string(),
+            );
             server_action(rlb, &upstream, &addr, &action, request.into_body()).await
         }
-        (_, ["status" | "metrics" | "events" | ""]) | (_, ["reload"]) => reply(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "text/plain",
-            "method not allowed\n".into(),
-        ),
+        (_, ["status" | "metrics" | "events" | ""]) => method_not_allowed("GET"),
+        (_, ["reload"]) | (_, ["upstreams", _, "servers", _, "drain" | "enable" | "weight"]) => {
+            method_not_allowed("POST")
+        }
         _ => reply(StatusCode::NOT_FOUND, "text/plain", "not found\n".into()),
     }
 }
@@ -237,6 +240,42 @@ pub fn status(rlb: &Rlb) -> Value {
     })
 }
 
+/// Decodes `%XX` escapes of a path segment; a malformed escape is kept as it is.
+fn percent_decode(segment: &str) -> String {
+    let bytes = segment.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        if bytes[i] == b'%'
+            && let (Some(hi), Some(lo)) = (
+                bytes.get(i + 1).copied().and_then(hex),
+                bytes.get(i + 2).copied().and_then(hex),
+            )
+        {
+            out.push((hi * 16 + lo) as u8);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// 405 with the `Allow` header RFC 9110 asks for.
+fn method_not_allowed(allow: &'static str) -> Response<Full<Bytes>> {
+    let mut response = reply(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "text/plain; charset=utf-8",
+        format!("method not allowed: use {allow}\n"),
+    );
+    response
+        .headers_mut()
+        .insert(header::ALLOW, header::HeaderValue::from_static(allow));
+    response
+}
+
 fn json_reply(status: StatusCode, value: &Value) -> Response<Full<Bytes>> {
     reply(status, "application/json", value.to_string())
 }
@@ -249,4 +288,17 @@ fn reply(status: StatusCode, content_type: &'static str, body: String) -> Respon
         header::HeaderValue::from_static(content_type),
     );
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::percent_decode;
+
+    #[test]
+    fn path_segments_are_percent_decoded() {
+        assert_eq!(percent_decode("%5B::1%5D:8080"), "[::1]:8080");
+        assert_eq!(percent_decode("127.0.0.1:80"), "127.0.0.1:80");
+        assert_eq!(percent_decode("a%2"), "a%2");
+        assert_eq!(percent_decode("%zz"), "%zz");
+    }
 }

@@ -70,8 +70,14 @@ pub struct Events {
 }
 
 impl Events {
-    pub fn push(&self, event: Event) {
+    /// Appends `event`. Two threads may stamp events in one order and push them in the
+    /// other; a stamp is never earlier than the one before it, so the timeline reads in
+    /// order.
+    pub fn push(&self, mut event: Event) {
         let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(last) = recent.back() {
+            event.ts_ms = event.ts_ms.max(last.ts_ms);
+        }
         if recent.len() == CAPACITY {
             recent.pop_front();
         }
@@ -94,5 +100,32 @@ impl Events {
     pub fn snapshot(&self) -> Vec<Event> {
         let recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
         recent.iter().cloned().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stamps_never_go_back_and_old_events_fall_off() {
+        let events = Events::default();
+        let mut late = Event::new("drain");
+        late.ts_ms = 2_000;
+        events.push(late);
+        let mut early = Event::new("enable");
+        early.ts_ms = 1_000;
+        events.push(early);
+        let list = events.snapshot();
+        assert_eq!(list[1].ts_ms, 2_000);
+        for _ in 0..CAPACITY {
+            events.push(Event::new("weight"));
+        }
+        let list = events.snapshot();
+        assert_eq!(list.len(), CAPACITY);
+        assert!(list.iter().all(|e| e.event == "weight"));
+        let lines = events.json_lines();
+        assert_eq!(lines.lines().count(), CAPACITY);
+        assert!(lines.starts_with("{\"ts_ms\":"));
     }
 }

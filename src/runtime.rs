@@ -193,11 +193,14 @@ impl Rlb {
     pub fn apply(&self, config: Config) -> Result<u64, ReloadError> {
         let mut control = self.control();
         let shared = &self.shared;
-        let first = control.listeners.is_empty() && control.admin.is_none();
+        // `start` leaves generation 0 behind it; every later call is a reload.
+        let first = shared.snapshot.load().generation == 0;
 
         // Bind everything new before anything changes; one failure refuses the reload.
         let mut reused: HashMap<String, Arc<TcpListener>> = HashMap::new();
         let mut fresh: HashMap<String, Arc<TcpListener>> = HashMap::new();
+        // (old name, new name) of sockets that change hands.
+        let mut moved: Vec<(String, String)> = Vec::new();
         for listener in &config.listeners {
             if let Some(running) = control.listeners.get(&listener.name)
                 && running.bind == listener.bind
@@ -206,12 +209,13 @@ impl Rlb {
             }
             let taken = control
                 .listeners
-                .values()
-                .find(|r| r.bind == listener.bind && listener.bind.port() != 0);
+                .iter()
+                .find(|(_, r)| r.bind == listener.bind && listener.bind.port() != 0);
             match taken {
                 // Another name now owns this address: move its socket over.
-                Some(r) => {
+                Some((old, r)) => {
                     reused.insert(listener.name.clone(), r.socket.clone());
+                    moved.push((old.clone(), listener.name.clone()));
                 }
                 None => match crate::listener::bind(listener.bind) {
                     Ok(socket) => {
@@ -245,7 +249,17 @@ impl Rlb {
         };
 
         let generation = shared.snapshot.load().generation + 1;
-        let snapshot = build(&config, &shared.registry, generation);
+        let mut snapshot = build(&config, &shared.registry, generation);
+        // The old accept loop of a moved socket may still take a connection before it
+        // sees its stop; under its old name it finds the new owner's plan, so that
+        // connection is served instead of dropped.
+        for (old, new) in moved {
+            if config.listener(&old).is_none()
+                && let Some(plan) = snapshot.listeners.get(&new).cloned()
+            {
+                snapshot.listeners.insert(old, plan);
+            }
+        }
         self.configure_health(&mut control, &snapshot, &config);
         shared
             .access_log

@@ -65,6 +65,11 @@ pub fn spawn(rlb: &Rlb) -> Option<Watcher> {
                 }
                 settled = again;
             }
+            // Gone while it settled (deleted, or between an editor's unlink and its
+            // rename): wait for the file that takes its place.
+            if settled.is_none() {
+                continue;
+            }
             seen = settled;
             if rlb.shared().snapshot.load().config.global.watch_config {
                 tracing::info!(config = %path.display(), "file changed: reloading");

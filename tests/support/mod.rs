@@ -1,2 +1,3 @@
+pub mod control;
 pub mod mariadb;
 pub mod rlb;
