@@ -5,6 +5,8 @@ mod support;
 use std::time::Duration;
 
 use support::rlb::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 
 fn config(body: &str) -> String {
     format!("[global]\naccess_log = false\n{body}")
@@ -363,6 +365,52 @@ response_timeout = "200ms"
     assert!(body.contains("gateway timeout"), "504 body: {body}");
     assert_eq!(a.hits(), 1, "a timed-out request is not sent again");
     assert_eq!(get(web, "/").await, (200, "a".to_string()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_upload_is_not_a_slow_server() {
+    let a = TestServer::start("a").await;
+    let rlb = start(&config(&format!(
+        r#"
+[listeners.web]
+bind = "127.0.0.1:0"
+routes = [{{ upstream = "app" }}]
+[upstreams.app]
+servers = ["{}"]
+response_timeout = "300ms"
+"#,
+        a.addr
+    )));
+    let web = rlb.listener_addr("web").unwrap();
+    let mut stream = TcpStream::connect(web).await.unwrap();
+    stream
+        .write_all(
+            b"POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\nConnection: close\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    // The client takes about a second to send its body; the server answers at once
+    // when it has it all.
+    for _ in 0..10 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if stream.write_all(&[b'x'; 10]).await.is_err() {
+            break;
+        }
+    }
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response).await;
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(response.ends_with("100 bytes"), "{response}");
+
+    // An upload that stalls still ends, as a 504 after the response timeout.
+    let mut stream = TcpStream::connect(web).await.unwrap();
+    stream
+        .write_all(b"POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\nonly ten b")
+        .await
+        .unwrap();
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response).await;
+    assert!(response.starts_with("HTTP/1.1 504"), "{response}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -19,6 +19,7 @@ use hyper::service::service_fn;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpStream;
+use tokio::sync::watch;
 
 use super::copy::splice;
 use super::error::{ProxyError, error_response};
@@ -164,10 +165,15 @@ impl Connection {
                 parts.headers.clone(),
             )
         });
-        let body = if bodiless {
-            Either::Right(Empty::new())
+        let (body, mut progress) = if bodiless {
+            (Either::Right(Empty::new()), None)
         } else {
-            Either::Left(body)
+            let (sender, progress) = watch::channel(());
+            let body = ClientBody {
+                inner: body,
+                progress: Some(sender),
+            };
+            (Either::Left(body), Some(progress))
         };
         let mut pending = Some(Request::from_parts(parts, body));
 
@@ -192,12 +198,17 @@ impl Connection {
                 .stats
                 .requests
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let sent =
-                tokio::time::timeout(upstream.response_timeout, sender.try_send_request(outgoing))
-                    .await;
+            let sent = response_within(
+                sender.try_send_request(outgoing),
+                &mut progress,
+                upstream.response_timeout,
+            )
+            .await;
             match sent {
-                Ok(Ok(response)) => return self.respond(response, sender, active, on_upgrade, log),
-                Ok(Err(mut e)) => {
+                Some(Ok(response)) => {
+                    return self.respond(response, sender, active, on_upgrade, log);
+                }
+                Some(Err(mut e)) => {
                     if let Some(unsent) = e.take_message() {
                         // The connection closed before the request went out: any
                         // request may go again, to this server too when the connection
@@ -223,7 +234,7 @@ impl Connection {
                         None => break,
                     }
                 }
-                Err(_) => {
+                None => {
                     server
                         .stats
                         .timeouts
@@ -399,6 +410,72 @@ async fn tunnel(
         (Err(e), _) | (_, Err(e)) => tracing::debug!(error = %e, "upgrade failed"),
     }
     drop(active);
+}
+
+/// Waits for the response head. The `timeout` runs from the moment the request body
+/// has been sent in full, and while it is sent, from its last progress: a slow upload
+/// is not a slow server, and a stalled one still ends. `None` when it ran out.
+async fn response_within<F: Future>(
+    response: F,
+    progress: &mut Option<watch::Receiver<()>>,
+    timeout: Duration,
+) -> Option<F::Output> {
+    tokio::pin!(response);
+    let deadline = tokio::time::sleep(timeout);
+    tokio::pin!(deadline);
+    loop {
+        let moved = async {
+            match progress.as_mut() {
+                Some(progress) => progress.changed().await.is_ok(),
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            output = &mut response => return Some(output),
+            () = &mut deadline => return None,
+            more = moved => {
+                if !more {
+                    *progress = None;
+                }
+                deadline.as_mut().reset(tokio::time::Instant::now() + timeout);
+            }
+        }
+    }
+}
+
+/// A client's request body on its way to a server, telling `response_within` of each
+/// frame sent and, by dropping `progress`, of its end.
+pub struct ClientBody {
+    inner: Incoming,
+    progress: Option<watch::Sender<()>>,
+}
+
+impl Body for ClientBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = &mut *self;
+        let frame = ready!(Pin::new(&mut this.inner).poll_frame(cx));
+        match (&frame, &this.progress) {
+            (Some(Ok(_)), Some(progress)) if !this.inner.is_end_stream() => {
+                progress.send_replace(());
+            }
+            _ => this.progress = None,
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 /// A server's response body on its way to the client. When it ends, the connection

@@ -11,17 +11,17 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{Either, Empty};
-use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
 use super::error::ProxyError;
+use super::http::ClientBody;
 use crate::server::Server;
 
 /// The body rlb sends to a server: the client's stream, or nothing (which lets a
 /// bodiless request be sent again).
-pub type UpstreamBody = Either<Incoming, Empty<Bytes>>;
+pub type UpstreamBody = Either<ClientBody, Empty<Bytes>>;
 
 /// How long an idle keep-alive connection to a server is reused; below the usual
 /// server-side keep-alive timeouts (nginx 75 s, Node 5 s is the exception, handled by

@@ -96,6 +96,7 @@ fn full(text: impl Into<Bytes>) -> TestBody {
 /// An HTTP/1.1 server on a real socket, named, counting its hits. It answers:
 /// - `GET /healthz`: 200, or 500 after `set_healthy(false)`;
 /// - `/echo`: the request body streamed back;
+/// - `/upload`: `N bytes` once the whole request body is read, like a form handler;
 /// - `/slow?ms=N`: its name after N ms;
 /// - `/headers`: the request headers as `name: value` lines;
 /// - `/ws`: a WebSocket echo;
@@ -225,6 +226,16 @@ async fn answer(
             .header("x-server", name)
             .body(request.into_body().boxed())
             .unwrap(),
+        "/upload" => {
+            let text = match request.into_body().collect().await {
+                Ok(body) => format!("{} bytes", body.to_bytes().len()),
+                Err(e) => format!("body failed: {e}"),
+            };
+            Response::builder()
+                .header("x-server", name)
+                .body(full(text))
+                .unwrap()
+        }
         "/slow" => {
             let ms: u64 = request
                 .uri()
