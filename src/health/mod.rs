@@ -55,8 +55,8 @@ impl Counters {
 }
 
 /// Records a probe result for `server` and applies a flip: the state, one log line,
-/// one event.
-pub fn record(shared: &Shared, server: &Server, pass: bool, reason: &str) {
+/// one event. Returns the flip, if any.
+pub fn record(shared: &Shared, server: &Server, pass: bool, reason: &str) -> Option<Flip> {
     let (flip, progress) = {
         let mut counters = server.health.lock().unwrap_or_else(|e| e.into_inner());
         let flip = counters.record(pass, server.is_up());
@@ -86,6 +86,7 @@ pub fn record(shared: &Shared, server: &Server, pass: bool, reason: &str) {
         }
         None => {}
     }
+    flip
 }
 
 /// A failed connect on the data path counts as a failed probe, so a dead server is
@@ -96,9 +97,13 @@ pub fn passive_failure(shared: &Shared, server: &Arc<Server>, error: &ProxyError
         .stats
         .connect_failures
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    if error.is_connect() {
+        // A replica that cannot be reached is no fallback when every replica lags.
+        server.set_lag(None);
+    }
     let checked = server.health.lock().map(|c| c.checked).unwrap_or(false);
     if checked && error.is_connect() {
-        record(shared, server, false, &reason(error));
+        let _ = record(shared, server, false, &reason(error));
     }
 }
 

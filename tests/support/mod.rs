@@ -1,3 +1,5 @@
 pub mod control;
+pub mod health;
 pub mod mariadb;
+pub mod process;
 pub mod rlb;
