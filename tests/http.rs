@@ -136,6 +136,7 @@ servers = ["{}"]
          Proxy-Connection: keep-alive\r\n\
          TE: trailers\r\n\
          X-Forwarded-For: 10.0.0.1\r\n\
+         X-Forwarded-For: 10.0.0.2\r\n\
          X-Kept: yes\r\n\
          \r\n",
     )
@@ -145,7 +146,7 @@ servers = ["{}"]
     let seen: Vec<&str> = body.lines().collect();
     for want in [
         "host: shop.example.test:8080",
-        "x-forwarded-for: 10.0.0.1, 127.0.0.1",
+        "x-forwarded-for: 10.0.0.1, 10.0.0.2, 127.0.0.1",
         "x-forwarded-proto: http",
         "x-forwarded-host: shop.example.test:8080",
         "x-kept: yes",

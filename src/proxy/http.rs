@@ -277,12 +277,17 @@ impl Connection {
         let headers = request.headers_mut();
         strip_hop_by_hop(headers, upgrade);
         headers.remove(header::EXPECT);
-        let forwarded_for = match headers.get(X_FORWARDED_FOR) {
-            Some(previous) => {
-                let mut joined = previous.as_bytes().to_vec();
-                joined.extend_from_slice(b", ");
-                joined.extend_from_slice(self.client_ip.as_bytes());
-                HeaderValue::from_bytes(&joined).unwrap_or_else(|_| self.client_ip.clone())
+        // Several `X-Forwarded-For` lines are one comma-separated list; keep them all.
+        let mut joined: Option<Vec<u8>> = None;
+        for previous in headers.get_all(X_FORWARDED_FOR) {
+            let list = joined.get_or_insert_with(Vec::new);
+            list.extend_from_slice(previous.as_bytes());
+            list.extend_from_slice(b", ");
+        }
+        let forwarded_for = match joined {
+            Some(mut list) => {
+                list.extend_from_slice(self.client_ip.as_bytes());
+                HeaderValue::from_bytes(&list).unwrap_or_else(|_| self.client_ip.clone())
             }
             None => self.client_ip.clone(),
         };
