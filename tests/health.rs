@@ -287,6 +287,9 @@ async fn sigkilled_server_under_load_fails_no_request() {
         &tally.failed[..tally.failed.len().min(5)]
     );
     assert_eq!(server_status(admin, "app", b.addr).await["state"], "down");
+    // Checks and 8 clients' failed connects race to eject b: it goes down once.
+    let downs = server_events(admin, "server_down", b.addr).await;
+    assert_eq!(downs.len(), 1, "{downs:#?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -57,19 +57,15 @@ impl Counters {
 /// Records a probe result for `server` and applies a flip: the state, one log line,
 /// one event. Returns the flip, if any.
 pub fn record(shared: &Shared, server: &Server, pass: bool, reason: &str) -> Option<Flip> {
-    let (flip, progress) = {
-        let mut counters = server.health.lock().unwrap_or_else(|e| e.into_inner());
-        let flip = counters.record(pass, server.is_up());
-        let progress = if pass {
-            counters.passes_of_rise()
-        } else {
-            counters.failures_of_fall()
-        };
-        (flip, progress)
-    };
+    // The flip is applied, logged and recorded under the lock: a checker and failed
+    // connects on the data path record at once, and only the first of them may see a
+    // flip, with the log and the events in the order the flips happened.
+    let mut counters = server.health.lock().unwrap_or_else(|e| e.into_inner());
+    let flip = counters.record(pass, server.is_up());
     match flip {
         Some(Flip::Down) => {
             server.set_up(false);
+            let progress = counters.failures_of_fall();
             tracing::warn!(upstream = %server.upstream, "server {} down: {reason} ({progress})", server.addr);
             shared.events.push(
                 Event::new("server_down")
@@ -79,6 +75,7 @@ pub fn record(shared: &Shared, server: &Server, pass: bool, reason: &str) -> Opt
         }
         Some(Flip::Up) => {
             server.set_up(true);
+            let progress = counters.passes_of_rise();
             tracing::info!(upstream = %server.upstream, "server {} up ({progress})", server.addr);
             shared
                 .events
@@ -158,6 +155,41 @@ mod tests {
         assert_eq!(c.record(false, false), None);
         assert_eq!(c.record(true, false), None);
         assert_eq!(c.record(true, false), Some(Flip::Up));
+    }
+
+    /// Passive failures from many connections and the checker race on one server: the
+    /// state must flip once, so one log line and one event, not one per racer.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_failures_flip_once() {
+        let toml = r#"
+[listeners.raw]
+bind = "127.0.0.1:0"
+mode = "tcp"
+upstream = "db"
+[upstreams.db]
+servers = ["127.0.0.1:9"]
+"#;
+        let config = crate::Config::parse(toml, "test.toml").expect("a valid config");
+        let rlb = crate::Rlb::start(config, None).expect("rlb starts");
+        let shared = rlb.shared().clone();
+        let server = shared.snapshot.load().upstream("db").expect("db").servers[0].clone();
+        *server.health.lock().unwrap() = counters(1, 1);
+        const RACERS: usize = 8;
+        for round in 0..300 {
+            let barrier = std::sync::Barrier::new(RACERS);
+            std::thread::scope(|scope| {
+                for _ in 0..RACERS {
+                    scope.spawn(|| {
+                        barrier.wait();
+                        record(&shared, &server, false, "connection refused");
+                    });
+                }
+            });
+            record(&shared, &server, true, "");
+            let events = shared.events.snapshot();
+            let downs = events.iter().filter(|e| e.event == "server_down").count();
+            assert_eq!(downs, round + 1, "round {round}: {} events", events.len());
+        }
     }
 
     #[test]
