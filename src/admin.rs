@@ -237,6 +237,8 @@ pub fn status(rlb: &Rlb) -> Value {
         "upstreams": upstreams,
         "listeners": listeners,
         "config_generation": snapshot.generation,
+        // rlb's clock, so a page can compute rates and ages without trusting its own.
+        "now_ms": crate::server::now_millis(),
     })
 }
 

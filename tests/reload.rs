@@ -101,8 +101,9 @@ async fn send(sender: &mut SendRequest<Empty<Bytes>>, path: &str) -> (u16, Strin
     (status, String::from_utf8_lossy(&body).into_owned())
 }
 
-/// Six clients sending requests in a loop through `web` while the file is reloaded 60
-/// times at 10 per second; every reload changes something: server `c` comes and goes,
+/// Six clients sending requests in a loop through `web` (three on keep-alive
+/// connections, three opening one per request) while the file is reloaded 60 times at
+/// 10 per second; every reload changes something: server `c` comes and goes,
 /// `b`'s weight changes, a second listener comes and goes. No request may fail, and
 /// `c`, added by the last reload, gets traffic.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -114,7 +115,7 @@ async fn sixty_reloads_under_load_fail_no_request() {
     let c = TestServer::start("c").await;
     let dir = TempDir::new("reload-load");
     let config = |i: usize| {
-        let c_server = if i % 2 == 0 && i > 0 {
+        let c_server = if i.is_multiple_of(2) && i > 0 {
             format!(", \"{}\"", c.addr)
         } else {
             String::new()
@@ -155,10 +156,21 @@ interval = "200ms"
     let ok = Arc::new(AtomicUsize::new(0));
     let failures = Arc::new(Mutex::new(Vec::<String>::new()));
     let mut clients = Vec::new();
-    for _ in 0..CLIENTS {
+    for n in 0..CLIENTS {
         let (stop, ok, failures) = (stop.clone(), ok.clone(), failures.clone());
         clients.push(tokio::spawn(async move {
-            let http = client();
+            // Half keep their connection, half open one per request, so the listener
+            // keeps accepting through the reloads.
+            let http = if n % 2 == 0 {
+                client()
+            } else {
+                reqwest::Client::builder()
+                    .no_proxy()
+                    .pool_max_idle_per_host(0)
+                    .timeout(Duration::from_secs(20))
+                    .build()
+                    .unwrap()
+            };
             while !stop.load(Ordering::Relaxed) {
                 match http.get(format!("http://{web}/")).send().await {
                     Ok(r) if r.status() == 200 => match r.text().await {
@@ -192,7 +204,7 @@ interval = "200ms"
         ticks.tick().await;
         write_config(&dir, &config(i));
         // Half through the admin API, half as SIGHUP would.
-        if i % 2 == 0 {
+        if i.is_multiple_of(2) {
             let (code, body) = admin_reload(&rlb).await;
             assert_eq!(code, 200, "reload {i}: {body}");
         } else {
@@ -287,7 +299,7 @@ async fn websocket_and_tcp_session_outlive_reloads() {
     let (echo2, _stop2) = tcp_echo_server().await;
     let dir = TempDir::new("reload-tunnels");
     let config = |i: usize| {
-        let (app, echo) = if i % 2 == 0 {
+        let (app, echo) = if i.is_multiple_of(2) {
             (a.addr, echo1)
         } else {
             (b.addr, echo2)
