@@ -91,7 +91,7 @@ port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 http_ok() {
     local status
     status=$(
-        exec 3<>"/dev/tcp/127.0.0.1/$1" || exit 1
+        exec 2>/dev/null 3<>"/dev/tcp/127.0.0.1/$1" || exit 1
         printf 'GET %s HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n' "$2" >&3
         read -r -t 2 _ code _ <&3 && echo "$code"
     ) 2>/dev/null || return 1
