@@ -345,7 +345,21 @@ async fn killed_server_flips_are_in_the_events_in_order() {
             .collect()
     };
 
-    // 1. Killed with no traffic: the checks find it.
+    // 1. Killed with no traffic, just after a check passed (the slowest case): the
+    // checks find it.
+    let checks = || async {
+        let (_, metrics) = admin_get(&rlb, "/metrics").await;
+        let label = format!("server=\"{}\"", b.addr);
+        metrics
+            .lines()
+            .find(|l| l.starts_with("rlb_server_checks_total{") && l.contains(&label))
+            .and_then(|l| l.split_whitespace().last()?.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    eventually("b passes three checks", WAIT, || async {
+        checks().await >= 3
+    })
+    .await;
     let killed = wall_ms();
     b.stop();
     eventually("b down", WAIT, || async {
@@ -408,8 +422,8 @@ async fn killed_server_flips_are_in_the_events_in_order() {
     stop.store(true, Ordering::Relaxed);
     traffic.await.unwrap();
     println!(
-        "FIGURE kill-to-server_down: checks only {checks_ms} ms (http check every 250ms, fall 2); \
-         under traffic {loaded_ms} ms"
+        "FIGURE kill-to-server_down: checks only {checks_ms} ms (http check every 250ms, \
+         fall 2, killed just after a pass); under traffic {loaded_ms} ms"
     );
     assert_eq!(
         failures.load(Ordering::Relaxed),
