@@ -36,6 +36,10 @@ pub struct Server {
     pub health: Mutex<crate::health::Counters>,
     /// Keep-alive connections to this server waiting for their next request.
     pub(crate) idle: ArrayQueue<Idle>,
+    /// Wakes whoever waits on this server (a request waiting for its response) when the
+    /// server is ejected: a frozen server answers nothing, and they would otherwise wait
+    /// for the whole response timeout.
+    ejected: tokio::sync::Notify,
 }
 
 /// Counters exposed by /metrics; relaxed atomics, never reset.
@@ -84,6 +88,7 @@ impl Server {
             stats: ServerStats::default(),
             health: Mutex::new(crate::health::Counters::default()),
             idle: ArrayQueue::new(IDLE_PER_SERVER),
+            ejected: tokio::sync::Notify::new(),
         }
     }
 
@@ -98,11 +103,18 @@ impl Server {
     }
 
     pub(crate) fn set_up(&self, up: bool) {
-        self.up.store(up, Ordering::Relaxed);
-        if !up {
+        let was_up = self.up.swap(up, Ordering::Relaxed);
+        if was_up && !up {
             // Idle connections to a dead server would only fail the next request.
             while self.idle.pop().is_some() {}
+            self.ejected.notify_waiters();
         }
+    }
+
+    /// Completes when the server is next ejected (goes from up to down). Create it
+    /// before the wait it guards, so that an ejection meanwhile is not missed.
+    pub fn ejected(&self) -> tokio::sync::futures::Notified<'_> {
+        self.ejected.notified()
     }
 
     pub fn is_draining(&self) -> bool {
@@ -224,4 +236,25 @@ pub fn now_millis() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn ejection_wakes_the_waiters_once() {
+        let server = Server::new(Arc::from("u"), "127.0.0.1:9".parse().unwrap(), 1);
+        let ejected = server.ejected();
+        tokio::pin!(ejected);
+        // Not while up, nor when a down server is set down again.
+        server.set_up(true);
+        assert!(futures_util::poll!(ejected.as_mut()).is_pending());
+        server.set_up(false);
+        assert!(futures_util::poll!(ejected.as_mut()).is_ready());
+        let again = server.ejected();
+        tokio::pin!(again);
+        server.set_up(false);
+        assert!(futures_util::poll!(again.as_mut()).is_pending());
+    }
 }

@@ -359,6 +359,41 @@ async fn sigstopped_server_is_ejected_by_timeout_and_requests_do_not_stall() {
     .await;
 }
 
+/// Under load, requests already waiting on the server when it froze, and those sent to
+/// it before its checks timed out, must not wait out the 60 s response timeout: when
+/// the checks eject it they go to another server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs src/proxy/http.rs to stop waiting on a server once Server::ejected() fires"]
+async fn sigstopped_server_under_load_stalls_no_request() {
+    let a = HttpProcess::start("a");
+    let mut b = HttpProcess::start("b");
+    let rlb = start(&http_config(
+        &[a.addr, b.addr],
+        "interval = \"250ms\"\ntimeout = \"500ms\"\nrise = 2\nfall = 2",
+    ));
+    let (web, admin) = (rlb.listener_addr("web").unwrap(), admin(&rlb));
+    let load = Load::start(web);
+    eventually("both servers serve the load", WAIT, || async {
+        load.served("a") >= 50 && load.served("b") >= 50
+    })
+    .await;
+
+    b.freeze();
+    wait_event(admin, "server_down", b.addr, 0, WAIT).await;
+    let after_down = load.total();
+    eventually("400 more requests", WAIT, || async {
+        load.total() >= after_down + 400
+    })
+    .await;
+    let tally = load.finish().await;
+    assert!(
+        tally.failed.is_empty(),
+        "{} failed requests, e.g. {:?}",
+        tally.failed.len(),
+        &tally.failed[..tally.failed.len().min(5)]
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_connect_on_the_data_path_counts_as_a_failed_probe() {
     let a = TestServer::start("a").await;
