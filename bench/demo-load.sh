@@ -151,10 +151,10 @@ run_siege() {
     local ok_before failed_before
     ok_before=$(count_events reload_ok); failed_before=$(count_events reload_failed)
     say "$label: siege -c 50 -t ${DURATION}S -b $URL"
-    ((reload)) && { reloader "$DURATION" & rpid=$!; }
+    if ((reload)); then reloader "$DURATION" & rpid=$!; fi
     out=$(timeout $((DURATION + 30)) siege -R "$WORK/siegerc" -c 50 -t "${DURATION}S" -b -j "$URL" 2>"$WORK/siege.err") || true
-    [[ -n $rpid ]] && wait "$rpid"
-    echo "$out" > "$WORK/$label.siege.json"
+    if [[ -n $rpid ]]; then wait "$rpid"; fi
+    echo "$out" > "$WORK/${label//[^a-zA-Z0-9]/_}.siege.json"
     local tx ok failed rate reloads=-
     tx=$(sed -n 's/.*"transactions":[[:space:]]*\([0-9]*\).*/\1/p' <<<"$out" | head -1)
     ok=$(sed -n 's/.*"successful_transactions":[[:space:]]*\([0-9]*\).*/\1/p' <<<"$out" | head -1)
@@ -162,7 +162,7 @@ run_siege() {
     rate=$(sed -n 's/.*"transaction_rate":[[:space:]]*\([0-9.]*\).*/\1/p' <<<"$out" | head -1)
     [[ -n $tx ]] || { cat "$WORK/siege.err" >&2; die "siege printed no result"; }
     if ((reload)); then
-        reloads="$(($(count_events reload_ok) - ok_before))"
+        reloads="$(($(count_events reload_ok) - ok_before))/$(cat "$WORK/reloads.sent")"
         local bad=$(($(count_events reload_failed) - failed_before))
         ((bad == 0)) || reloads="$reloads ($bad bad)"
     fi
@@ -175,10 +175,10 @@ run_wrk() {
     local ok_before
     ok_before=$(count_events reload_ok)
     say "$label: wrk -t2 -c64 -d${DURATION}s --latency $URL"
-    ((reload)) && { reloader "$DURATION" & rpid=$!; }
+    if ((reload)); then reloader "$DURATION" & rpid=$!; fi
     out=$(timeout $((DURATION + 30)) wrk -t2 -c64 -d"${DURATION}s" --latency "$URL") || true
-    [[ -n $rpid ]] && wait "$rpid"
-    echo "$out" > "$WORK/$label.wrk.txt"
+    if [[ -n $rpid ]]; then wait "$rpid"; fi
+    echo "$out" > "$WORK/${label//[^a-zA-Z0-9]/_}.wrk.txt"
     local total non2xx sock rate reloads=-
     total=$(sed -n 's/^[[:space:]]*\([0-9]*\) requests in.*/\1/p' <<<"$out")
     non2xx=$(sed -n 's/.*Non-2xx or 3xx responses:[[:space:]]*\([0-9]*\).*/\1/p' <<<"$out")
@@ -187,9 +187,9 @@ run_wrk() {
     [[ -n $total ]] || { echo "$out" >&2; die "wrk printed no result"; }
     local errors=0 n
     for n in $sock; do errors=$((errors + n)); done
-    ((reload)) && reloads="$(($(count_events reload_ok) - ok_before))"
+    if ((reload)); then reloads="$(($(count_events reload_ok) - ok_before))/$(cat "$WORK/reloads.sent")"; fi
     row "$label" "$total" "$errors" "${non2xx:-0}" "$reloads" "$rate"
-    [[ -n $sock ]] && say "$label: wrk socket errors (connect read write timeout): $sock"
+    if [[ -n $sock ]]; then say "$label: wrk socket errors (connect read write timeout): $sock"; fi
 }
 
 run_siege siege 0
@@ -203,5 +203,6 @@ kill -0 "$RLB_PID" 2>/dev/null || die "rlb died during the runs (log: $WORK/rlb.
     echo "demo load, $(date -u +%FT%TZ), ${DURATION} s per run, $URL (GET /, the chat page), 3 chat servers"
     printf '%s\n' "${ROWS[@]}"
     echo "failed: siege's failed transactions; wrk's socket errors (connect+read+write+timeout)."
-    echo "non-2xx: answers that were not 2xx/3xx. reloads: reload_ok events in rlb's /events during the run."
+    echo "non-2xx: answers that were not 2xx/3xx. reloads: reload_ok events in rlb's /events during the run / SIGHUPs sent"
+    echo "(signals sent while a reload is under way coalesce into one)."
 } | tee ${OUT:+"$OUT"}

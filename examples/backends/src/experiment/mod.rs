@@ -28,6 +28,8 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long history gets to show every acknowledged message (full mode stores it
 /// asynchronously through RabbitMQ and history-writer, then replication).
 const HISTORY_TIMEOUT: Duration = Duration::from_secs(20);
+/// Full mode: `/history` reads per second during the run.
+const HISTORY_READ_RATE: f64 = 20.0;
 /// Password of `rlb_monitor`, the user `scripts/mariadb-cluster.sh` creates for checks.
 const MONITOR_PASSWORD: &str = "monitorpass";
 
@@ -115,6 +117,10 @@ pub struct Summary {
     pub duration_s: f64,
     pub requests_ok: u64,
     pub requests_failed: u64,
+    /// Full mode: `/history` reads through rlb (the chat servers read the replicas through
+    /// rlb's tcp listener), at `HISTORY_READ_RATE`; not counted in `requests_*`.
+    pub history_reads_ok: u64,
+    pub history_reads_failed: u64,
     pub ws_reconnects: usize,
     pub ws_connect_failures: u64,
     pub ws_error_frames: u64,
@@ -149,6 +155,16 @@ impl Summary {
                 self.requests_failed
             ),
         );
+        if self.mode == "full" {
+            row(
+                "/history reads (total / failed)",
+                format!(
+                    "{} / {}",
+                    self.history_reads_ok + self.history_reads_failed,
+                    self.history_reads_failed
+                ),
+            );
+        }
         row("WebSocket reconnects", self.ws_reconnects.to_string());
         row(
             "  reconnect time p50 / p99 / max",
@@ -517,6 +533,16 @@ async fn run(
             stop_http.clone(),
         )));
     }
+    let history_rec = Arc::new(Recorder::new());
+    if o.full {
+        loaders.push(tokio::spawn(load::http_load(
+            local(ports.http),
+            format!("/history?room={run_id}-r0&limit=5"),
+            HISTORY_READ_RATE,
+            history_rec.clone(),
+            stop_http.clone(),
+        )));
+    }
     let progress = {
         let rec = rec.clone();
         let stop = stop_http.clone();
@@ -674,6 +700,8 @@ async fn run(
         duration_s: d,
         requests_ok: rec.requests_ok.load(Ordering::Relaxed),
         requests_failed,
+        history_reads_ok: history_rec.requests_ok.load(Ordering::Relaxed),
+        history_reads_failed: history_rec.requests_failed.load(Ordering::Relaxed),
         ws_reconnects: rec.reconnect_ms().len(),
         ws_connect_failures: rec.ws_connect_failed.load(Ordering::Relaxed),
         ws_error_frames: rec.ws_error_frames.load(Ordering::Relaxed),
@@ -687,7 +715,11 @@ async fn run(
         ejection_ms: faults_first.as_ref().and_then(|f| f.ejection_ms),
         return_ms: faults_first.as_ref().and_then(|f| f.return_ms),
         faults,
-        errors: rec.errors(),
+        errors: rec
+            .errors()
+            .into_iter()
+            .chain(history_rec.errors())
+            .collect(),
         events: events
             .into_iter()
             .filter(|e| e["ts_ms"].as_i64().is_some_and(|t| t >= t0_ms))

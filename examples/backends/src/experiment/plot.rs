@@ -9,7 +9,7 @@ use plotters::prelude::*;
 use super::load::Sample;
 
 /// Width of one bar of the rate series, in milliseconds.
-const BUCKET_MS: u32 = 250;
+const BUCKET_MS: u32 = 500;
 
 /// Points (seconds, per second) of one line.
 type Series = Vec<(f64, f64)>;
@@ -34,7 +34,12 @@ fn series(samples: &[(u32, Sample)], kind: Sample, buckets: usize) -> Vec<(f64, 
     counts
         .iter()
         .enumerate()
-        .map(|(i, &c)| (i as f64 * BUCKET_MS as f64 / 1000.0, c as f64 * per_s))
+        .map(|(i, &c)| {
+            (
+                (i as f64 + 0.5) * BUCKET_MS as f64 / 1000.0,
+                c as f64 * per_s,
+            )
+        })
         .collect()
 }
 
@@ -57,7 +62,7 @@ pub fn draw(
         .chain(&acked)
         .map(|&(_, v)| v)
         .fold(10.0, f64::max)
-        * 1.15;
+        * 1.35;
 
     let root = SVGBackend::new(path, (1000, 520)).into_drawing_area();
     root.fill(&WHITE).context("drawing the plot")?;
@@ -72,7 +77,8 @@ pub fn draw(
         .configure_mesh()
         .x_desc("seconds since start")
         .y_desc("per second")
-        .light_line_style(RGBColor(235, 235, 235))
+        .light_line_style(TRANSPARENT)
+        .bold_line_style(RGBColor(230, 230, 230))
         .draw()
         .context("drawing the plot")?;
 
