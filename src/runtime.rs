@@ -99,6 +99,9 @@ pub struct Rlb {
     shared: Arc<Shared>,
     path: Option<PathBuf>,
     control: Arc<Mutex<Control>>,
+    /// Held from reading the file to applying it, so two reloads at once (SIGHUP, the
+    /// admin API, the watcher) cannot apply an older read over a newer one.
+    reloading: Arc<Mutex<()>>,
 }
 
 /// What only start, reload and shutdown touch.
@@ -136,6 +139,7 @@ impl Rlb {
             shared,
             path,
             control: Arc::new(Mutex::new(Control::default())),
+            reloading: Arc::default(),
         };
         rlb.apply(config)?;
         Ok(rlb)
@@ -170,6 +174,7 @@ impl Rlb {
     /// Reads the file again and applies it; on any error the running configuration
     /// stays, the errors are logged, and they are returned.
     pub fn reload(&self) -> Result<u64, ReloadError> {
+        let _one_at_a_time = self.reloading.lock().unwrap_or_else(|e| e.into_inner());
         let result = match &self.path {
             None => Err(ReloadError::NoFile),
             Some(path) => Config::load(path)

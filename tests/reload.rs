@@ -904,3 +904,40 @@ async fn renamed_listener_keeps_its_socket() {
         &failures[..failures.len().min(3)]
     );
 }
+
+/// The admin listener follows the file too: a reload asked through the old admin
+/// address is answered there, then the new address serves and the old one refuses; a
+/// file without `[admin]` closes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_listener_moves_with_the_file() {
+    let a = TestServer::start("a").await;
+    let dir = TempDir::new("reload-admin");
+    let config = |admin: &str| {
+        format!(
+            "{admin}[listeners.web]\nbind = \"127.0.0.1:0\"\nroutes = [{{ upstream = \"app\" }}]\n\
+             [upstreams.app]\nservers = [\"{}\"]\n",
+            a.addr
+        )
+    };
+    let path = write_config(&dir, &config("[admin]\nbind = \"127.0.0.1:0\"\n"));
+    let rlb = start_file(&path);
+    let old = rlb.admin_addr().unwrap();
+    let moved = dead_addr();
+    write_config(&dir, &config(&format!("[admin]\nbind = \"{moved}\"\n")));
+    let (code, body) = admin_post_at(old, "/reload", "").await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(rlb.admin_addr(), Some(moved));
+    assert_eq!(
+        status_at(moved).await["config_generation"],
+        rlb.generation()
+    );
+    eventually("the old admin address refuses", WAIT, || refused(old)).await;
+
+    write_config(&dir, &config(""));
+    let (code, body) = admin_post_at(moved, "/reload", "").await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(rlb.admin_addr(), None);
+    eventually("no admin listener any more", WAIT, || refused(moved)).await;
+    let web = rlb.listener_addr("web").unwrap();
+    assert_eq!(get(web, "/").await, (200, "a".to_string()));
+}
