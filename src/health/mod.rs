@@ -61,6 +61,11 @@ pub fn record(shared: &Shared, server: &Server, pass: bool, reason: &str) -> Opt
     // connects on the data path record at once, and only the first of them may see a
     // flip, with the log and the events in the order the flips happened.
     let mut counters = server.health.lock().unwrap_or_else(|e| e.into_inner());
+    if !counters.checked {
+        // A probe that was in flight when a reload removed the checks: its thresholds
+        // are gone (zero), and nothing would bring the server back.
+        return None;
+    }
     let flip = counters.record(pass, server.is_up());
     match flip {
         Some(Flip::Down) => {
