@@ -253,6 +253,15 @@ impl Rlb {
             _ => None,
         };
 
+        if !first {
+            let running = shared.snapshot.load();
+            let (before, after) = (&running.config.global, &config.global);
+            if before.workers != after.workers || before.log_format != after.log_format {
+                tracing::warn!(
+                    "`workers` and `log_format` take effect at the next start, not on reload"
+                );
+            }
+        }
         let generation = shared.snapshot.load().generation + 1;
         let mut snapshot = build(&config, &shared.registry, generation);
         // The old accept loop of a moved socket may still take a connection before it
@@ -379,6 +388,14 @@ impl Rlb {
                         if counters.checked {
                             // Nothing would bring it back without checks.
                             *counters = Default::default();
+                            if !server.is_up() {
+                                tracing::info!(upstream = %upstream.name, "server {} up: health checks removed", server.addr);
+                                self.shared.events.push(
+                                    Event::new("server_up")
+                                        .server(&upstream.name, server.addr)
+                                        .detail("health checks removed"),
+                                );
+                            }
                             server.set_up(true);
                         }
                     }

@@ -710,3 +710,37 @@ servers = ["{echo}"]
     }
     drop(sockets);
 }
+
+/// A reload that removes an upstream's checks brings its down servers back (nothing
+/// else could), and the timeline says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn removing_checks_brings_a_down_server_back_with_an_event() {
+    let a = TestServer::start("a").await;
+    let b = TestServer::start("b").await;
+    b.set_healthy(false);
+    let dir = TempDir::new("admin-unchecked");
+    let servers = quoted(&[a.addr, b.addr]);
+    let checked = app_config(
+        &servers,
+        "[upstreams.app.health]\ncheck = \"http\"\npath = \"/healthz\"\ninterval = \"100ms\"\nfall = 1\n",
+    );
+    let path = dir.file("lb.toml", &checked);
+    let rlb = start_file(&path);
+    eventually("b is found down", WAIT, || async {
+        server_field(&rlb, "app", b.addr, "state").await == "down"
+    })
+    .await;
+
+    dir.file("lb.toml", &app_config(&servers, ""));
+    assert_eq!(admin_reload(&rlb).await.0, 200);
+    assert_eq!(server_field(&rlb, "app", b.addr, "state").await, "up");
+    let events = events(&rlb).await;
+    let up: Vec<_> = named(&events, "server_up")
+        .into_iter()
+        .filter(|e| e["server"] == b.addr.to_string().as_str())
+        .collect();
+    assert_eq!(up.len(), 1, "{events:?}");
+    assert_eq!(up[0]["detail"], "health checks removed");
+    let counts = spread(rlb.listener_addr("web").unwrap(), 4).await;
+    assert_eq!(counts.get("b"), Some(&2), "{counts:?}");
+}
