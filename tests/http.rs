@@ -378,7 +378,7 @@ bind = "127.0.0.1:0"
 routes = [{{ upstream = "app" }}]
 [upstreams.app]
 servers = ["{}"]
-response_timeout = "300ms"
+response_timeout = "1s"
 "#,
         a.addr
     )));
@@ -386,13 +386,13 @@ response_timeout = "300ms"
     let mut stream = TcpStream::connect(web).await.unwrap();
     stream
         .write_all(
-            b"POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\nConnection: close\r\n\r\n",
+            b"POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 250\r\nConnection: close\r\n\r\n",
         )
         .await
         .unwrap();
-    // The client takes about a second to send its body; the server answers at once
-    // when it has it all.
-    for _ in 0..10 {
+    // The client takes 2.5 s to send its body, never pausing long; the server answers
+    // at once when it has it all.
+    for _ in 0..25 {
         tokio::time::sleep(Duration::from_millis(100)).await;
         if stream.write_all(&[b'x'; 10]).await.is_err() {
             break;
@@ -401,7 +401,7 @@ response_timeout = "300ms"
     let mut response = String::new();
     let _ = stream.read_to_string(&mut response).await;
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
-    assert!(response.ends_with("100 bytes"), "{response}");
+    assert!(response.ends_with("250 bytes"), "{response}");
 
     // An upload that stalls still ends, as a 504 after the response timeout.
     let mut stream = TcpStream::connect(web).await.unwrap();
