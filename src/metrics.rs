@@ -1,14 +1,19 @@
 //! Prometheus metrics: counters kept here for errors and reloads, and per-server
 //! gauges and counters read from the live server state at scrape time.
 
-use prometheus_client::encoding::EncodeLabelSet;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::Registry;
 
 use crate::runtime::Shared;
+use crate::server::{CHECK_BUCKETS, ServerStats};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct KindLabel {
@@ -24,6 +29,56 @@ struct ResultLabel {
 struct ServerLabels {
     upstream: String,
     server: String,
+}
+
+/// A histogram read from a server's check counters at scrape time: the checks are
+/// counted where they run, without a registry on their path.
+#[derive(Debug, Default)]
+struct CheckLatency {
+    read: Mutex<Latencies>,
+}
+
+/// What a histogram is encoded from.
+#[derive(Debug, Default)]
+struct Latencies {
+    sum_seconds: f64,
+    count: u64,
+    /// (upper bound in seconds, checks in this bucket and not a lower one).
+    buckets: Vec<(f64, u64)>,
+}
+
+impl CheckLatency {
+    fn read(&self, stats: &ServerStats) {
+        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let bounds = CHECK_BUCKETS.iter().copied().chain([f64::INFINITY]);
+        let buckets = bounds
+            .zip(stats.check_buckets.iter().map(load))
+            .collect::<Vec<_>>();
+        // The count is the buckets' total, so that `+Inf` equals `_count` even while
+        // a check is being counted.
+        let count = buckets.iter().map(|(_, n)| n).sum();
+        let sum_seconds = load(&stats.check_micros) as f64 / 1e6;
+        *self.read.lock().unwrap_or_else(|e| e.into_inner()) = Latencies {
+            sum_seconds,
+            count,
+            buckets,
+        };
+    }
+}
+
+impl TypedMetric for CheckLatency {
+    const TYPE: MetricType = MetricType::Histogram;
+}
+
+impl EncodeMetric for CheckLatency {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        let read = self.read.lock().unwrap_or_else(|e| e.into_inner());
+        encoder.encode_histogram::<NoLabelSet>(read.sum_seconds, read.count, &read.buckets, None)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        Self::TYPE
+    }
 }
 
 /// The counters that are not server state: errors by kind and reloads by result.
@@ -76,7 +131,7 @@ impl Metrics {
         let timeouts = Family::<ServerLabels, Counter>::default();
         let checks = Family::<ServerLabels, Counter>::default();
         let check_failures = Family::<ServerLabels, Counter>::default();
-        let check_seconds = Family::<ServerLabels, Counter<f64>>::default();
+        let check_seconds = Family::<ServerLabels, CheckLatency>::default();
         let snapshot = shared.snapshot.load();
         for upstream in &snapshot.upstreams {
             for server in &upstream.servers {
@@ -107,9 +162,7 @@ impl Metrics {
                 check_failures
                     .get_or_create(&labels)
                     .inc_by(load(&stats.check_failures));
-                check_seconds
-                    .get_or_create(&labels)
-                    .inc_by(load(&stats.check_micros) as f64 / 1e6);
+                check_seconds.get_or_create(&labels).read(stats);
             }
         }
         registry.register("server_up", "1 when the server passes its checks", up);
@@ -146,7 +199,7 @@ impl Metrics {
         );
         registry.register(
             "server_check_duration_seconds",
-            "Total time spent in health checks",
+            "Health check latency",
             check_seconds,
         );
 

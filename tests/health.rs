@@ -568,7 +568,23 @@ fall = 1
     assert!(of("rlb_server_checks_total", &a_addr) >= 1.0);
     assert_eq!(of("rlb_server_check_failures_total", &a_addr), 0.0);
     assert!(of("rlb_server_check_failures_total", &dead_addr) >= 1.0);
-    assert!(of("rlb_server_check_duration_seconds_total", &a_addr) > 0.0);
+    // Check latency, a histogram: as many observations as checks, all under +Inf.
+    let checks = of("rlb_server_checks_total", &a_addr);
+    let latency = |suffix: &str| {
+        of(
+            &format!("rlb_server_check_duration_seconds_{suffix}"),
+            &a_addr,
+        )
+    };
+    assert!(latency("sum") > 0.0);
+    assert!(latency("count") >= checks);
+    let inf = sample(
+        &text,
+        "rlb_server_check_duration_seconds_bucket",
+        &[("server", &a_addr), ("le", "+Inf")],
+    );
+    assert_eq!(inf, Some(latency("count")), "{text}");
+    assert!(text.contains("# TYPE rlb_server_check_duration_seconds histogram"));
     assert!(text.contains("# TYPE rlb_server_up gauge"), "{text}");
     assert_eq!(
         sample(&text, "rlb_errors_total", &[("kind", "no_server")]),

@@ -166,10 +166,7 @@ async fn watch<F, Fut>(
             Err(_) => Outcome::Fail(format!("timeout after {:?}", health.timeout)),
         };
         let stats = &server.stats;
-        stats.check_count.fetch_add(1, Ordering::Relaxed);
-        stats
-            .check_micros
-            .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+        stats.record_check(started.elapsed());
         tracing::debug!(upstream = %server.upstream, server = %server.addr, ?outcome, "check");
         if !matches!(outcome, Outcome::Unknown(_)) {
             unknown_streak = false;
