@@ -96,6 +96,15 @@ fn check_reports_duplicate_binds() {
         "5:8",
         "duplicate bind 127.0.0.1:8080",
     );
+    // A wildcard takes the port on every address: the second bind would fail.
+    rejects(
+        &format!(
+            "[listeners.a]\nbind = \"0.0.0.0:8080\"\nroutes = [{{ upstream = \"app\" }}]\n\
+             [listeners.b]\nbind = \"127.0.0.1:8080\"\nroutes = [{{ upstream = \"app\" }}]\n{UPSTREAM}"
+        ),
+        "5:8",
+        "duplicate bind 127.0.0.1:8080",
+    );
 }
 
 #[test]

@@ -1,7 +1,7 @@
 //! The raw layer: the TOML document walked table by table, serde for each leaf table,
 //! then the semantic checks, every problem collected with its span.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::ops::Range;
 use std::time::Duration;
@@ -298,9 +298,9 @@ pub(super) fn parse(text: &str, origin: &str) -> Result<Config, ConfigErrors> {
         .collect();
 
     let mut listeners = Vec::new();
-    let mut binds: HashMap<SocketAddr, String> = HashMap::new();
+    let mut binds: Vec<(SocketAddr, String)> = Vec::new();
     if let Some(a) = &admin {
-        binds.insert(a.bind, "the admin listener".to_string());
+        binds.push((a.bind, "the admin listener".to_string()));
     }
     for (name, value) in &listener_values {
         if let Some(listener) =
@@ -358,7 +358,7 @@ fn validate_listener(
     name: &str,
     value: &Value<'_>,
     known: &HashSet<&str>,
-    binds: &mut HashMap<SocketAddr, String>,
+    binds: &mut Vec<(SocketAddr, String)>,
 ) -> Option<Listener> {
     let table = errors.table(value, &format!("listener `{name}`"))?;
     let routes_value = table
@@ -372,14 +372,16 @@ fn validate_listener(
     let bind = errors.addr(&raw.bind);
     // Port 0 asks the kernel for a free port each time, so it never clashes.
     if let Some(addr) = bind.filter(|a| a.port() != 0) {
-        match binds.get(&addr) {
-            Some(other) => errors.at(
+        match binds.iter().find(|(taken, _)| overlaps(*taken, addr)) {
+            Some((taken, other)) if *taken == addr => errors.at(
                 raw.bind.span(),
                 format!("duplicate bind {addr}: already used by {other}"),
             ),
-            None => {
-                binds.insert(addr, format!("listener `{name}`"));
-            }
+            Some((taken, other)) => errors.at(
+                raw.bind.span(),
+                format!("duplicate bind {addr}: {other} binds {taken}, which takes this port on every address"),
+            ),
+            None => binds.push((addr, format!("listener `{name}`"))),
         }
     }
     let idle_timeout =
@@ -421,6 +423,12 @@ fn validate_listener(
         mode: mode?,
         idle_timeout,
     })
+}
+
+/// Two binds on one port clash when their addresses are equal or either is a wildcard
+/// (`0.0.0.0`, `[::]`, which on Linux also takes IPv4): the second bind would fail.
+fn overlaps(a: SocketAddr, b: SocketAddr) -> bool {
+    a.port() == b.port() && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
 }
 
 fn validate_routes(

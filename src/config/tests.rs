@@ -170,6 +170,26 @@ fn duplicate_bind() {
 }
 
 #[test]
+fn a_wildcard_bind_clashes_with_any_address_on_its_port() {
+    let text = format!(
+        "{TCP_OK}\n[listeners.all]\nbind = \"0.0.0.0:3307\"\nmode = \"tcp\"\nupstream = \"replicas\"\n"
+    );
+    one_error(
+        &text,
+        "11:8",
+        "duplicate bind 0.0.0.0:3307: listener `db` binds 127.0.0.1:3307",
+    );
+    let text = format!(
+        "[admin]\nbind = \"[::]:3307\"\n{TCP_OK}\n[listeners.other_port]\nbind = \"0.0.0.0:3308\"\nmode = \"tcp\"\nupstream = \"replicas\"\n"
+    );
+    one_error(
+        &text,
+        "5:8",
+        "duplicate bind 127.0.0.1:3307: the admin listener binds [::]:3307",
+    );
+}
+
+#[test]
 fn bad_duration() {
     let text = format!("[global]\nshutdown_timeout = \"30\"\n{TCP_OK}");
     one_error(&text, "2:20", "bad duration `30`");
