@@ -96,7 +96,13 @@ async fn idle_for(idle: Duration, last: &AtomicU64, start: Instant) {
 
 /// Moves bytes from `from` to `to` until `from` sends its FIN, then shuts down the
 /// write half of `to`.
-async fn one_way(from: &TcpStream, to: &TcpStream, moved: &AtomicU64, last: &AtomicU64, start: Instant) -> io::Result<()> {
+async fn one_way(
+    from: &TcpStream,
+    to: &TcpStream,
+    moved: &AtomicU64,
+    last: &AtomicU64,
+    start: Instant,
+) -> io::Result<()> {
     let flags = SpliceFFlags::SPLICE_F_MOVE | SpliceFFlags::SPLICE_F_NONBLOCK;
     loop {
         from.readable().await?;
@@ -158,7 +164,10 @@ mod tests {
     async fn moves_megabytes_both_ways_and_passes_half_close() {
         let (mut client_far, client) = pair().await;
         let (server, mut server_far) = pair().await;
-        let task = tokio::spawn(async move { splice_tcp(&client, &server, Duration::from_secs(10)).await });
+        let task =
+            tokio::spawn(
+                async move { splice_tcp(&client, &server, Duration::from_secs(10)).await },
+            );
         let data: Vec<u8> = (0..4 << 20).map(|i| (i % 251) as u8).collect();
         let sent = data.clone();
         let writer = tokio::spawn(async move {
@@ -176,7 +185,10 @@ mod tests {
         client_far.read_to_end(&mut reply).await.unwrap();
         assert_eq!(reply, b"reply after FIN");
         let totals = task.await.unwrap();
-        assert_eq!((totals.up, totals.down, totals.end), (4 << 20, 15, End::Closed));
+        assert_eq!(
+            (totals.up, totals.down, totals.end),
+            (4 << 20, 15, End::Closed)
+        );
     }
 
     #[tokio::test]
