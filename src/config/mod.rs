@@ -73,7 +73,8 @@ pub struct Upstream {
     pub servers: Vec<ServerConfig>,
     pub health: Option<Health>,
     pub connect_timeout: Duration,
-    /// From the request sent to the response head received; past it the client gets 504.
+    /// From the request sent in full to the response head received (while a body is on
+    /// its way, from its last progress); past it the client gets 504.
     pub response_timeout: Duration,
 }
 
