@@ -20,9 +20,11 @@ have() {
 missing=()
 have mariadbd && have mariadb-install-db || missing+=(mariadb-server-core)
 have mariadb && have mariadb-admin || missing+=(mariadb-client)
+# The health tests run small HTTP servers in their own processes (SIGKILL, SIGSTOP).
+have python3 || missing+=(python3)
 
 if ((${#missing[@]} == 0)); then
-    echo "install-test-deps: mariadb-server-core and mariadb-client already installed"
+    echo "install-test-deps: mariadb-server-core, mariadb-client and python3 already installed"
     exit 0
 fi
 

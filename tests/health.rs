@@ -363,7 +363,6 @@ async fn sigstopped_server_is_ejected_by_timeout_and_requests_do_not_stall() {
 /// it before its checks timed out, must not wait out the 60 s response timeout: when
 /// the checks eject it they go to another server.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs src/proxy/http.rs to stop waiting on a server once Server::ejected() fires"]
 async fn sigstopped_server_under_load_stalls_no_request() {
     let a = HttpProcess::start("a");
     let mut b = HttpProcess::start("b");

@@ -117,6 +117,7 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
 /// HAProxy's `inter`, `rise` and `fall` defaults.
 pub const DEFAULT_CHECK_INTERVAL: Duration = Duration::from_secs(2);
+/// The check timeout when none is given, or the interval if that is shorter.
 pub const DEFAULT_CHECK_TIMEOUT: Duration = Duration::from_secs(1);
 pub const DEFAULT_RISE: u32 = 2;
 pub const DEFAULT_FALL: u32 = 3;

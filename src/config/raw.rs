@@ -689,7 +689,10 @@ fn validate_health(errors: &mut Errors<'_>, value: &Value<'_>) -> Option<Health>
         },
     };
     let interval = errors.positive_duration("interval", &raw.interval, DEFAULT_CHECK_INTERVAL);
-    let timeout = errors.positive_duration("timeout", &raw.timeout, DEFAULT_CHECK_TIMEOUT);
+    // As HAProxy without `timeout check`: never longer than the interval, so a frozen
+    // server is ejected within `fall` intervals.
+    let timeout =
+        errors.positive_duration("timeout", &raw.timeout, DEFAULT_CHECK_TIMEOUT.min(interval));
     let rise = errors
         .count("rise", &raw.rise, 1, 100)
         .map_or(DEFAULT_RISE, |n| n as u32);

@@ -302,3 +302,20 @@ fn an_unreadable_file_is_an_error_not_a_panic() {
         "{e}"
     );
 }
+
+#[test]
+fn the_check_timeout_defaults_to_the_interval_when_shorter() {
+    let short =
+        format!("{TCP_OK}\n[upstreams.replicas.health]\ncheck = \"tcp\"\ninterval = \"250ms\"\n");
+    let c = Config::parse(&short, "lb.toml").unwrap();
+    assert_eq!(
+        c.upstreams[0].health.as_ref().unwrap().timeout,
+        Duration::from_millis(250)
+    );
+    let long = short.replace("250ms", "5s");
+    let c = Config::parse(&long, "lb.toml").unwrap();
+    assert_eq!(
+        c.upstreams[0].health.as_ref().unwrap().timeout,
+        DEFAULT_CHECK_TIMEOUT
+    );
+}

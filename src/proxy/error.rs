@@ -37,6 +37,8 @@ pub enum ProxyError {
     },
     #[error("server {addr} sent no response within {timeout:?}")]
     ResponseTimeout { addr: SocketAddr, timeout: Duration },
+    #[error("server {addr} was ejected while the request waited for its response")]
+    Ejected { addr: SocketAddr },
     #[error("bad request: {0}")]
     BadRequest(&'static str),
 }
@@ -49,7 +51,8 @@ impl ProxyError {
             ProxyError::Connect { .. }
             | ProxyError::ConnectTimeout { .. }
             | ProxyError::Server { .. }
-            | ProxyError::ResponseTimeout { .. } => Side::Server,
+            | ProxyError::ResponseTimeout { .. }
+            | ProxyError::Ejected { .. } => Side::Server,
         }
     }
 
@@ -71,6 +74,7 @@ impl ProxyError {
             ProxyError::ConnectTimeout { .. } => "connect_timeout",
             ProxyError::Server { .. } => "server",
             ProxyError::ResponseTimeout { .. } => "timeout",
+            ProxyError::Ejected { .. } => "ejected",
             ProxyError::BadRequest(_) => "bad_request",
         }
     }
@@ -89,7 +93,7 @@ impl ProxyError {
                 StatusCode::BAD_GATEWAY,
                 "502 bad gateway: could not connect to a server\n",
             ),
-            ProxyError::Server { .. } => (
+            ProxyError::Server { .. } | ProxyError::Ejected { .. } => (
                 StatusCode::BAD_GATEWAY,
                 "502 bad gateway: the server failed to answer\n",
             ),

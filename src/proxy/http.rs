@@ -198,12 +198,30 @@ impl Connection {
                 .stats
                 .requests
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let sent = response_within(
-                sender.try_send_request(outgoing),
-                &mut progress,
-                upstream.response_timeout,
-            )
-            .await;
+            // A server ejected while the request waits (a frozen one, by its checks'
+            // timeout) will not answer: give up on it now, not at the response timeout.
+            let ejected = server.ejected();
+            let sent = tokio::select! {
+                sent = response_within(
+                    sender.try_send_request(outgoing),
+                    &mut progress,
+                    upstream.response_timeout,
+                ) => sent,
+                () = ejected => {
+                    server
+                        .stats
+                        .response_failures
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    last_error = Some(ProxyError::Ejected { addr: server.addr });
+                    match &resend {
+                        Some((method, uri, headers)) => {
+                            pending = Some(rebuild(method, uri, headers));
+                            continue;
+                        }
+                        None => break,
+                    }
+                }
+            };
             match sent {
                 Some(Ok(response)) => {
                     return self.respond(response, sender, active, on_upgrade, log);
