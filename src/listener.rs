@@ -37,6 +37,9 @@ pub async fn accept_loop(
 ) {
     loop {
         let accepted = tokio::select! {
+            // Stop first: once a reload has stopped this loop (and perhaps handed its
+            // socket to another listener), it must not take one more connection.
+            biased;
             _ = stop.cancelled() => break,
             _ = shared.shutdown.cancelled() => break,
             accepted = listener.accept() => accepted,
