@@ -22,8 +22,15 @@ fn every_file_in_config_is_valid() {
             .output()
             .expect("run rlb --check");
         assert!(output.status.success(), "{}: {output:?}", path.display());
-        assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "configuration OK");
+        assert_eq!(
+            String::from_utf8_lossy(&output.stdout).trim(),
+            "configuration OK"
+        );
         checked += 1;
     }
-    assert!(checked >= 3, "found only {checked} configurations in {}", dir.display());
+    assert!(
+        checked >= 3,
+        "found only {checked} configurations in {}",
+        dir.display()
+    );
 }

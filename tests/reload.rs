@@ -941,3 +941,41 @@ async fn admin_listener_moves_with_the_file() {
     let web = rlb.listener_addr("web").unwrap();
     assert_eq!(get(web, "/").await, (200, "a".to_string()));
 }
+
+/// A reload that turns an http listener into a tcp one (same bind) leaves an open
+/// keep-alive connection on the routes it was accepted with; new connections get tcp.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_http_connection_keeps_its_routes_when_the_listener_turns_tcp() {
+    let app = TestServer::start("app").await;
+    let (echo, _stop) = tcp_echo_server().await;
+    let dir = TempDir::new("mode-switch");
+    let servers = format!(
+        "[upstreams.app]\nservers = [\"{}\"]\n[upstreams.echo]\nservers = [\"{echo}\"]\n",
+        app.addr
+    );
+    let http = format!(
+        "[listeners.web]\nbind = \"127.0.0.1:0\"\nroutes = [{{ upstream = \"app\" }}]\n{servers}"
+    );
+    let path = dir.file("lb.toml", &http);
+    let rlb = start_file(&path);
+    let web = rlb.listener_addr("web").unwrap();
+    let client = client();
+    let get = |client: reqwest::Client| async move {
+        let r = client
+            .get(format!("http://{web}/"))
+            .send()
+            .await
+            .expect("GET");
+        (r.status().as_u16(), r.text().await.unwrap_or_default())
+    };
+    assert_eq!(get(client.clone()).await, (200, "app".to_string()));
+    std::fs::write(&path, format!("[listeners.web]\nbind = \"127.0.0.1:0\"\nmode = \"tcp\"\nupstream = \"echo\"\n{servers}")).unwrap();
+    rlb.reload().expect("reload to tcp");
+    assert_eq!(app.connections(), 1);
+    assert_eq!(get(client).await, (200, "app".to_string()));
+    let mut raw = tokio::net::TcpStream::connect(web).await.unwrap();
+    raw.write_all(b"ping").await.unwrap();
+    let mut back = [0u8; 4];
+    raw.read_exact(&mut back).await.unwrap();
+    assert_eq!(&back, b"ping");
+}

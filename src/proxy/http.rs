@@ -137,12 +137,15 @@ impl Connection {
         let start = Instant::now();
         let upstream = {
             let snapshot = self.shared.snapshot.load();
-            let plan = snapshot
+            // A reload that removed the listener or made it tcp leaves this connection
+            // on the routes it was accepted with.
+            let routes = snapshot
                 .listeners
                 .get(&*self.listener)
-                .unwrap_or(&self.fallback);
+                .and_then(|p| p.routes())
+                .or_else(|| self.fallback.routes());
             let host = host_of(&request);
-            plan.routes()
+            routes
                 .and_then(|r| r.find(host, request.uri().path()))
                 .cloned()
         };
