@@ -26,27 +26,18 @@ impl SqliteStore {
             let conn = Connection::open(&path)
                 .with_context(|| format!("opening sqlite file {}", path.display()))?;
             conn.busy_timeout(BUSY_TIMEOUT)?;
-            let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
-            if !mode.eq_ignore_ascii_case("wal") {
-                return Err(anyhow!(
-                    "sqlite file {} refused WAL mode (got {mode})",
-                    path.display()
-                ));
-            }
-            conn.execute_batch(
-                "PRAGMA synchronous=NORMAL;
-                 CREATE TABLE IF NOT EXISTS messages (
-                     seq    INTEGER PRIMARY KEY,
-                     id     TEXT NOT NULL UNIQUE,
-                     room   TEXT NOT NULL,
-                     user   TEXT NOT NULL,
-                     text   TEXT NOT NULL,
-                     server TEXT NOT NULL,
-                     ts     INTEGER NOT NULL
-                 );
-                 CREATE INDEX IF NOT EXISTS messages_room_seq ON messages (room, seq);",
-            )
-            .with_context(|| format!("creating tables in {}", path.display()))?;
+            // Chat servers starting together on a new file race to switch it to WAL and
+            // create the table; SQLite answers some of those lock upgrades with an
+            // immediate "database is locked" instead of waiting, so try again.
+            let started = std::time::Instant::now();
+            loop {
+                match setup(&conn, &path) {
+                    Err(e) if is_busy(&e) && started.elapsed() < BUSY_TIMEOUT => {
+                        std::thread::sleep(std::time::Duration::from_millis(20));
+                    }
+                    other => break other,
+                }
+            }?;
             Ok(Self {
                 conn: Arc::new(Mutex::new(conn)),
             })
@@ -152,5 +143,42 @@ fn row_to_message(r: &rusqlite::Row<'_>) -> rusqlite::Result<ChatMessage> {
         text: r.get(3)?,
         server: r.get(4)?,
         ts: r.get(5)?,
+    })
+}
+
+/// Switches the file to WAL and creates the table if missing.
+fn setup(conn: &Connection, path: &Path) -> anyhow::Result<()> {
+    let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(anyhow!(
+            "sqlite file {} refused WAL mode (got {mode})",
+            path.display()
+        ));
+    }
+    conn.execute_batch(
+        "PRAGMA synchronous=NORMAL;
+         CREATE TABLE IF NOT EXISTS messages (
+             seq    INTEGER PRIMARY KEY,
+             id     TEXT NOT NULL UNIQUE,
+             room   TEXT NOT NULL,
+             user   TEXT NOT NULL,
+             text   TEXT NOT NULL,
+             server TEXT NOT NULL,
+             ts     INTEGER NOT NULL
+         );
+         CREATE INDEX IF NOT EXISTS messages_room_seq ON messages (room, seq);",
+    )
+    .with_context(|| format!("creating tables in {}", path.display()))?;
+    Ok(())
+}
+
+/// SQLITE_BUSY or SQLITE_LOCKED, anywhere in the chain.
+fn is_busy(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        matches!(
+            c.downcast_ref::<rusqlite::Error>(),
+            Some(rusqlite::Error::SqliteFailure(f, _))
+                if matches!(f.code, rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+        )
     })
 }
