@@ -36,7 +36,7 @@ done
 
 readonly HTTP_PORT=8080 ADMIN_PORT=9901 CHAT_PORTS=(9001 9002 9003)
 readonly URL=http://127.0.0.1:$HTTP_PORT/
-readonly RELOAD_EVERY=0.1
+readonly RELOAD_EVERY_US=100000
 BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release
 
 say() { printf 'demo-load: %s\n' "$*" >&2; }
@@ -120,14 +120,21 @@ wait_ok "$ADMIN_PORT" /status
 wait_ok "$HTTP_PORT" /
 
 # reloader SECONDS: SIGHUP to rlb every 100 ms for SECONDS, swapping the file each time.
+# Paced by the clock (bash's EPOCHREALTIME), so the copying does not stretch the period.
 reloader() {
-    local end=$((SECONDS + $1)) n=0
-    while ((SECONDS < end)) && kill -0 "$RLB_PID" 2>/dev/null; do
+    local start_us now_us wait_us n=0 end_us
+    start_us=${EPOCHREALTIME/./}
+    end_us=$((start_us + $1 * 1000000))
+    while kill -0 "$RLB_PID" 2>/dev/null; do
+        now_us=${EPOCHREALTIME/./}
+        ((now_us < end_us)) || break
         if ((n % 2)); then cp "$WORK/a.toml" "$WORK/next.toml"; else cp "$WORK/b.toml" "$WORK/next.toml"; fi
         mv -f "$WORK/next.toml" "$WORK/rlb.toml"
         kill -HUP "$RLB_PID"
         n=$((n + 1))
-        sleep "$RELOAD_EVERY"
+        now_us=${EPOCHREALTIME/./}
+        wait_us=$((start_us + n * RELOAD_EVERY_US - now_us))
+        if ((wait_us > 0)); then sleep "$(printf '%d.%06d' $((wait_us / 1000000)) $((wait_us % 1000000)))"; fi
     done
     echo "$n" > "$WORK/reloads.sent"
 }
