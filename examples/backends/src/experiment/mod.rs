@@ -368,17 +368,12 @@ async fn run(
         stack.amqp = Some((o.amqp.clone(), names.0.clone(), names.1.clone()));
     }
 
-    let chat_ports: Vec<u16> = (0..3)
-        .map(|_| stack::free_port())
-        .collect::<anyhow::Result<_>>()?;
+    let free = stack::free_ports(if o.full { 6 } else { 5 })?;
+    let chat_ports = free[..3].to_vec();
     let ports = RlbPorts {
-        http: stack::free_port()?,
-        admin: stack::free_port()?,
-        mysql: if o.full {
-            Some(stack::free_port()?)
-        } else {
-            None
-        },
+        http: free[3],
+        admin: free[4],
+        mysql: free.get(5).copied(),
     };
     let config = work.join("rlb.toml");
     std::fs::write(&config, stack::rlb_config(&ports, &chat_ports, &replicas))?;

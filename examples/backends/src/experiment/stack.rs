@@ -11,14 +11,40 @@ use tokio::process::{Child, Command};
 
 use super::http;
 
-/// A port the kernel had free a moment ago, on 127.0.0.1.
+/// Ports tried by [`free_port`]: below Linux's ephemeral range (32768–60999), so that no
+/// `bind(:0)` or outgoing connection elsewhere on the machine takes a killed chat
+/// server's port before it starts again.
+const PORT_RANGE: std::ops::Range<u16> = 20000..32000;
+
+/// A port on 127.0.0.1 that was free a moment ago, outside the ephemeral range.
 pub fn free_port() -> anyhow::Result<u16> {
+    use std::hash::{BuildHasher, RandomState};
+    let random = RandomState::new();
+    for attempt in 0u32..200 {
+        let span = u64::from(PORT_RANGE.end - PORT_RANGE.start);
+        let port = PORT_RANGE.start + (random.hash_one(attempt) % span) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
     let listener = std::net::TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
     Ok(listener.local_addr()?.port())
 }
 
 pub fn local(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+/// `n` distinct free ports (see [`free_port`]).
+pub fn free_ports(n: usize) -> anyhow::Result<Vec<u16>> {
+    let mut ports: Vec<u16> = Vec::with_capacity(n);
+    while ports.len() < n {
+        let port = free_port()?;
+        if !ports.contains(&port) {
+            ports.push(port);
+        }
+    }
+    Ok(ports)
 }
 
 /// A binary built beside the running one (same cargo target directory and profile).
@@ -183,10 +209,8 @@ impl Cluster {
     /// taken meanwhile). A watchdog stops it if this process dies without cleaning up.
     pub async fn start(script: &Path) -> anyhow::Result<Cluster> {
         for _ in 0..5 {
-            let ports = [free_port()?, free_port()?, free_port()?];
-            if ports[0] == ports[1] || ports[1] == ports[2] || ports[0] == ports[2] {
-                continue;
-            }
+            let free = free_ports(3)?;
+            let ports = [free[0], free[1], free[2]];
             let out = Command::new(script)
                 .arg("start")
                 .args(ports.map(|p| p.to_string()))
