@@ -213,7 +213,12 @@ pub async fn failover(options: FailoverOptions) -> anyhow::Result<Summary> {
     ));
     std::fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
     let mut stack = Stack::default();
-    let result = run(&options, &work, &mut stack).await;
+    // SIGINT/SIGTERM stop the run but not the teardown: everything started is stopped.
+    let interrupted = crate::shutdown_on_signals()?;
+    let result = tokio::select! {
+        r = run(&options, &work, &mut stack) => r,
+        _ = interrupted.cancelled() => Err(anyhow::anyhow!("interrupted")),
+    };
     stack.teardown().await;
     if options.keep || result.is_err() {
         eprintln!("work directory (configs, logs): {}", work.display());
