@@ -64,10 +64,17 @@ fn init_logging(format: LogFormat) {
 }
 
 fn run(path: PathBuf, config: Config) -> anyhow::Result<()> {
-    let mut runtime = tokio::runtime::Builder::new_multi_thread();
-    if let Some(workers) = config.global.workers {
-        runtime.worker_threads(workers);
-    }
+    // One worker is the current-thread scheduler: no work stealing, no cross-thread
+    // wake-ups, the same behaviour.
+    let mut runtime = match config.global.workers {
+        Some(1) => tokio::runtime::Builder::new_current_thread(),
+        Some(workers) => {
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            builder.worker_threads(workers);
+            builder
+        }
+        None => tokio::runtime::Builder::new_multi_thread(),
+    };
     let runtime = runtime
         .enable_all()
         .build()

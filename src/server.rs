@@ -249,11 +249,6 @@ impl Registry {
         let mut servers = self.servers.lock().unwrap_or_else(|e| e.into_inner());
         servers.retain(|_, s| keep(s));
     }
-
-    pub fn all(&self) -> Vec<Arc<Server>> {
-        let servers = self.servers.lock().unwrap_or_else(|e| e.into_inner());
-        servers.values().cloned().collect()
-    }
 }
 
 /// Milliseconds since the Unix epoch, for events and logs.

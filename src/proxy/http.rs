@@ -209,44 +209,35 @@ impl Connection {
                     sender.try_send_request(outgoing),
                     &mut progress,
                     upstream.response_timeout,
-                ) => sent,
-                () = ejected => {
-                    server
-                        .stats
-                        .response_failures
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    last_error = Some(ProxyError::Ejected { addr: server.addr });
-                    match &resend {
-                        Some((method, uri, headers)) => {
-                            pending = Some(rebuild(method, uri, headers));
-                            continue;
-                        }
-                        None => break,
-                    }
-                }
+                ) => sent.map(|r| r.map_err(|e| Failure::Sent(Box::new(e)))),
+                () = ejected => Some(Err(Failure::Ejected)),
             };
             match sent {
                 Some(Ok(response)) => {
                     return self.respond(response, sender, active, on_upgrade, log);
                 }
-                Some(Err(mut e)) => {
-                    if let Some(unsent) = e.take_message() {
-                        // The connection closed before the request went out: any
-                        // request may go again, to this server too when the connection
-                        // was an old keep-alive one.
-                        pending = Some(unsent);
-                        if reused {
-                            tried = tried.without(index);
-                        }
-                        continue;
+                Some(Err(Failure::Sent(mut e))) if e.message().is_some() => {
+                    // The connection closed before the request went out: any request
+                    // may go again, to this server too when the connection was an old
+                    // keep-alive one.
+                    pending = e.take_message();
+                    if reused {
+                        tried = tried.without(index);
                     }
+                }
+                Some(Err(failure)) => {
+                    // Sent and failed: only an idempotent request without a body goes
+                    // to the next server.
                     server
                         .stats
                         .response_failures
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    last_error = Some(ProxyError::Server {
-                        addr: server.addr,
-                        source: e.into_error(),
+                    last_error = Some(match failure {
+                        Failure::Sent(e) => ProxyError::Server {
+                            addr: server.addr,
+                            source: (*e).into_error(),
+                        },
+                        Failure::Ejected => ProxyError::Ejected { addr: server.addr },
                     });
                     match &resend {
                         Some((method, uri, headers)) => {
@@ -410,6 +401,14 @@ impl Connection {
         }
         response
     }
+}
+
+/// Why an attempt on a server ended without a response.
+enum Failure {
+    /// hyper's error; it hands the request back if it never went out.
+    Sent(Box<hyper::client::conn::TrySendError<Request<UpstreamBody>>>),
+    /// The checks ejected the server while the request waited for it.
+    Ejected,
 }
 
 /// Splices an upgraded client connection with the upgraded server connection for as
