@@ -309,6 +309,12 @@ async fn mysql_probe_quits_cleanly_and_sees_each_fault() {
     );
 
     cluster.kill(1).unwrap();
+    // SIGKILL takes a moment to close the listening socket; until then a connect can
+    // still land in its backlog and be closed (MysqlError::Closed), not refused.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while TcpStream::connect(addr(cluster.replica_port(1))).is_ok() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
     let err = within(&check, addr(cluster.replica_port(1)))
         .await
         .unwrap_err();
