@@ -121,6 +121,64 @@ struct Running {
     stop: CancellationToken,
 }
 
+/// The sockets a new configuration needs, bound before anything changes.
+struct Sockets {
+    /// Per listener name: a fresh socket, or one moved from a listener of another name
+    /// that had the same bind.
+    listeners: HashMap<String, Arc<TcpListener>>,
+    /// (old name, new name) of the sockets that change hands.
+    moved: Vec<(String, String)>,
+    /// A fresh admin socket when `[admin] bind` is new or changed.
+    admin: Option<Arc<TcpListener>>,
+}
+
+impl Sockets {
+    /// Binds every listener whose name is new or whose `bind` changed, reusing the
+    /// socket of a running listener with the same address; a failure refuses it all.
+    fn bind(control: &Control, config: &Config) -> Result<Sockets, ReloadError> {
+        let mut sockets = Sockets {
+            listeners: HashMap::new(),
+            moved: Vec::new(),
+            admin: None,
+        };
+        let bind = |name: &str, addr: SocketAddr| {
+            crate::listener::bind(addr)
+                .map(Arc::new)
+                .map_err(|error| ReloadError::Bind {
+                    listener: name.to_string(),
+                    addr,
+                    error,
+                })
+        };
+        for listener in &config.listeners {
+            if let Some(running) = control.listeners.get(&listener.name)
+                && running.bind == listener.bind
+            {
+                continue;
+            }
+            let taken = control
+                .listeners
+                .iter()
+                .find(|(_, r)| r.bind == listener.bind && listener.bind.port() != 0);
+            let socket = match taken {
+                // Another name now owns this address: move its socket over.
+                Some((old, r)) => {
+                    sockets.moved.push((old.clone(), listener.name.clone()));
+                    r.socket.clone()
+                }
+                None => bind(&listener.name, listener.bind)?,
+            };
+            sockets.listeners.insert(listener.name.clone(), socket);
+        }
+        if let Some(admin) = &config.admin
+            && control.admin.as_ref().map(|a| a.bind) != Some(admin.bind)
+        {
+            sockets.admin = Some(bind("admin", admin.bind)?);
+        }
+        Ok(sockets)
+    }
+}
+
 impl Rlb {
     /// Binds every listener and starts serving `config`. `path` is the file reloads read.
     pub fn start(config: Config, path: Option<PathBuf>) -> Result<Rlb, ReloadError> {
@@ -202,56 +260,7 @@ impl Rlb {
         let first = shared.snapshot.load().generation == 0;
 
         // Bind everything new before anything changes; one failure refuses the reload.
-        let mut reused: HashMap<String, Arc<TcpListener>> = HashMap::new();
-        let mut fresh: HashMap<String, Arc<TcpListener>> = HashMap::new();
-        // (old name, new name) of sockets that change hands.
-        let mut moved: Vec<(String, String)> = Vec::new();
-        for listener in &config.listeners {
-            if let Some(running) = control.listeners.get(&listener.name)
-                && running.bind == listener.bind
-            {
-                continue;
-            }
-            let taken = control
-                .listeners
-                .iter()
-                .find(|(_, r)| r.bind == listener.bind && listener.bind.port() != 0);
-            match taken {
-                // Another name now owns this address: move its socket over.
-                Some((old, r)) => {
-                    reused.insert(listener.name.clone(), r.socket.clone());
-                    moved.push((old.clone(), listener.name.clone()));
-                }
-                None => match crate::listener::bind(listener.bind) {
-                    Ok(socket) => {
-                        fresh.insert(listener.name.clone(), Arc::new(socket));
-                    }
-                    Err(error) => {
-                        return Err(ReloadError::Bind {
-                            listener: listener.name.clone(),
-                            addr: listener.bind,
-                            error,
-                        });
-                    }
-                },
-            }
-        }
-        let admin_bind = config.admin.as_ref().map(|a| a.bind);
-        let new_admin = match admin_bind {
-            Some(bind) if control.admin.as_ref().map(|a| a.bind) != Some(bind) => {
-                match crate::listener::bind(bind) {
-                    Ok(socket) => Some(Arc::new(socket)),
-                    Err(error) => {
-                        return Err(ReloadError::Bind {
-                            listener: "admin".to_string(),
-                            addr: bind,
-                            error,
-                        });
-                    }
-                }
-            }
-            _ => None,
-        };
+        let mut sockets = Sockets::bind(&control, &config)?;
 
         if !first {
             let running = shared.snapshot.load();
@@ -267,11 +276,11 @@ impl Rlb {
         // The old accept loop of a moved socket may still take a connection before it
         // sees its stop; under its old name it finds the new owner's plan, so that
         // connection is served instead of dropped.
-        for (old, new) in moved {
-            if config.listener(&old).is_none()
-                && let Some(plan) = snapshot.listeners.get(&new).cloned()
+        for (old, new) in &sockets.moved {
+            if config.listener(old).is_none()
+                && let Some(plan) = snapshot.listeners.get(new).cloned()
             {
-                snapshot.listeners.insert(old, plan);
+                snapshot.listeners.insert(old.clone(), plan);
             }
         }
         self.configure_health(&mut control, &snapshot, &config);
@@ -280,7 +289,35 @@ impl Rlb {
             .store(config.global.access_log, Ordering::Relaxed);
         shared.snapshot.store(Arc::new(snapshot));
 
-        // Listeners: stop the removed and moved ones, start the new ones.
+        self.swap_listeners(&mut control, &config, &mut sockets, first);
+        self.swap_admin(&mut control, &config, sockets.admin.take());
+
+        let in_use = |s: &crate::server::Server| {
+            config
+                .upstream(&s.upstream)
+                .is_some_and(|u| u.servers.iter().any(|c| c.addr == s.addr))
+        };
+        shared.registry.retain(in_use);
+        if !first {
+            tracing::info!(generation, "configuration reloaded");
+            shared.metrics.reload(true);
+            shared
+                .events
+                .push(Event::new("reload_ok").generation(generation));
+        }
+        Ok(generation)
+    }
+
+    /// Stops the listeners the file removed or moved, and starts accept loops on the
+    /// sockets bound for new and moved ones. Unchanged listeners are not touched.
+    fn swap_listeners(
+        &self,
+        control: &mut Control,
+        config: &Config,
+        sockets: &mut Sockets,
+        first: bool,
+    ) {
+        let shared = &self.shared;
         let names: Vec<String> = control.listeners.keys().cloned().collect();
         for name in names {
             let keep = config.listener(&name).is_some_and(|l| {
@@ -300,9 +337,8 @@ impl Rlb {
             }
         }
         for listener in &config.listeners {
-            let socket = match (fresh.remove(&listener.name), reused.remove(&listener.name)) {
-                (Some(s), _) | (None, Some(s)) => s,
-                (None, None) => continue,
+            let Some(socket) = sockets.listeners.remove(&listener.name) else {
+                continue;
             };
             let local = socket.local_addr().unwrap_or(listener.bind);
             let stop = CancellationToken::new();
@@ -330,14 +366,17 @@ impl Rlb {
                 },
             );
         }
+    }
 
-        // The admin listener.
-        if (admin_bind.is_none() || new_admin.is_some())
+    /// Moves the admin listener to a new socket, or stops it when `[admin]` is gone.
+    fn swap_admin(&self, control: &mut Control, config: &Config, socket: Option<Arc<TcpListener>>) {
+        let bind = config.admin.as_ref().map(|a| a.bind);
+        if (bind.is_none() || socket.is_some())
             && let Some(old) = control.admin.take()
         {
             old.stop.cancel();
         }
-        if let (Some(socket), Some(bind)) = (new_admin, admin_bind) {
+        if let (Some(socket), Some(bind)) = (socket, bind) {
             let local = socket.local_addr().unwrap_or(bind);
             let stop = CancellationToken::new();
             tokio::spawn(crate::admin::serve(
@@ -353,21 +392,6 @@ impl Rlb {
                 stop,
             });
         }
-
-        let in_use = |s: &crate::server::Server| {
-            config
-                .upstream(&s.upstream)
-                .is_some_and(|u| u.servers.iter().any(|c| c.addr == s.addr))
-        };
-        shared.registry.retain(in_use);
-        if !first {
-            tracing::info!(generation, "configuration reloaded");
-            shared.metrics.reload(true);
-            shared
-                .events
-                .push(Event::new("reload_ok").generation(generation));
-        }
-        Ok(generation)
     }
 
     /// Starts checks for new or changed servers, stops those of removed ones, and
