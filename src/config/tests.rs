@@ -1,3 +1,5 @@
+//! Validation of configuration files: line:col of each bad config, defaults, every error in one run.
+
 use super::*;
 
 fn errors(text: &str) -> Vec<String> {

@@ -1,3 +1,4 @@
+//! Shared test support: rlb in-process, test servers, MariaDB cluster, processes.
 pub mod control;
 pub mod health;
 pub mod mariadb;
