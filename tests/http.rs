@@ -12,6 +12,15 @@ fn config(body: &str) -> String {
     format!("[global]\naccess_log = false\n{body}")
 }
 
+/// Listener `web` routing everything to upstream `app` with one server; `app_keys` are
+/// more keys of `[upstreams.app]`.
+fn web_to_app(server: std::net::SocketAddr, app_keys: &str) -> String {
+    config(&format!(
+        "[listeners.web]\nbind = \"127.0.0.1:0\"\nroutes = [{{ upstream = \"app\" }}]\n\
+         [upstreams.app]\nservers = [\"{server}\"]\n{app_keys}"
+    ))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn host_and_path_routing_first_match_wins() {
     let (api, chat, app) = (
@@ -115,16 +124,7 @@ fall = 1
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forwarded_headers_added_host_kept_hop_by_hop_dropped() {
     let a = TestServer::start("a").await;
-    let rlb = start(&config(&format!(
-        r#"
-[listeners.web]
-bind = "127.0.0.1:0"
-routes = [{{ upstream = "app" }}]
-[upstreams.app]
-servers = ["{}"]
-"#,
-        a.addr
-    )));
+    let rlb = start(&web_to_app(a.addr, ""));
     let web = rlb.listener_addr("web").unwrap();
     let response = raw_http(
         web,
@@ -210,16 +210,7 @@ servers = ["{}"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_5_mib_post_is_echoed_intact() {
     let a = TestServer::start("a").await;
-    let rlb = start(&config(&format!(
-        r#"
-[listeners.web]
-bind = "127.0.0.1:0"
-routes = [{{ upstream = "app" }}]
-[upstreams.app]
-servers = ["{}"]
-"#,
-        a.addr
-    )));
+    let rlb = start(&web_to_app(a.addr, ""));
     let web = rlb.listener_addr("web").unwrap();
     let body: Vec<u8> = (0..5 * 1024 * 1024u32)
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
@@ -239,16 +230,7 @@ servers = ["{}"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn websocket_echo_through_the_proxy() {
     let a = TestServer::start("a").await;
-    let rlb = start(&config(&format!(
-        r#"
-[listeners.web]
-bind = "127.0.0.1:0"
-routes = [{{ upstream = "app" }}]
-[upstreams.app]
-servers = ["{}"]
-"#,
-        a.addr
-    )));
+    let rlb = start(&web_to_app(a.addr, ""));
     let web = rlb.listener_addr("web").unwrap();
     let mut ws = websocket(web).await;
     assert_eq!(ws_roundtrip(&mut ws, "hello").await, "hello");
@@ -262,16 +244,7 @@ servers = ["{}"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keep_alive_reuses_server_connections() {
     let a = TestServer::start("a").await;
-    let rlb = start(&config(&format!(
-        r#"
-[listeners.web]
-bind = "127.0.0.1:0"
-routes = [{{ upstream = "app" }}]
-[upstreams.app]
-servers = ["{}"]
-"#,
-        a.addr
-    )));
+    let rlb = start(&web_to_app(a.addr, ""));
     let web = rlb.listener_addr("web").unwrap();
     let client = client();
     for _ in 0..50 {
@@ -349,17 +322,7 @@ servers = ["{dying}", "{}"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_slower_than_response_timeout_gives_504() {
     let a = TestServer::start("a").await;
-    let rlb = start(&config(&format!(
-        r#"
-[listeners.web]
-bind = "127.0.0.1:0"
-routes = [{{ upstream = "app" }}]
-[upstreams.app]
-servers = ["{}"]
-response_timeout = "200ms"
-"#,
-        a.addr
-    )));
+    let rlb = start(&web_to_app(a.addr, "response_timeout = \"200ms\""));
     let web = rlb.listener_addr("web").unwrap();
     let (status, body) = get(web, "/slow?ms=3000").await;
     assert_eq!(status, 504);
@@ -371,17 +334,7 @@ response_timeout = "200ms"
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_upload_is_not_a_slow_server() {
     let a = TestServer::start("a").await;
-    let rlb = start(&config(&format!(
-        r#"
-[listeners.web]
-bind = "127.0.0.1:0"
-routes = [{{ upstream = "app" }}]
-[upstreams.app]
-servers = ["{}"]
-response_timeout = "1s"
-"#,
-        a.addr
-    )));
+    let rlb = start(&web_to_app(a.addr, "response_timeout = \"1s\""));
     let web = rlb.listener_addr("web").unwrap();
     let mut stream = TcpStream::connect(web).await.unwrap();
     stream
@@ -440,16 +393,7 @@ servers = [{}]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_malformed_request_gets_400_and_the_connection_closes() {
     let a = TestServer::start("a").await;
-    let rlb = start(&config(&format!(
-        r#"
-[listeners.web]
-bind = "127.0.0.1:0"
-routes = [{{ upstream = "app" }}]
-[upstreams.app]
-servers = ["{}"]
-"#,
-        a.addr
-    )));
+    let rlb = start(&web_to_app(a.addr, ""));
     let web = rlb.listener_addr("web").unwrap();
     // raw_http reads until the connection closes.
     let response = raw_http(web, "THIS IS NOT HTTP\r\n\r\n").await;
