@@ -1,21 +1,71 @@
-//! The failover timeline: recent events (server down/up, drain, reload, ...) with
-//! wall-clock millisecond timestamps, served by `GET /events`.
+//! The failover timeline: the kinds of event (a public contract), recent events with
+//! wall-clock millisecond timestamps served by `GET /events`, and the clock they use.
 
 use std::collections::VecDeque;
+use std::fmt;
 use std::sync::Mutex;
 
 use serde::Serialize;
 
-use crate::server::now_millis;
-
 /// How many events are kept; older ones fall off.
 const CAPACITY: usize = 1000;
+
+/// What happened. The names are what `/events` shows and what dashboards and the
+/// status page match on: a public contract, spelled only here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    ServerDown,
+    ServerUp,
+    Drain,
+    Enable,
+    Weight,
+    ReloadOk,
+    ReloadFailed,
+    ListenerAdded,
+    ListenerRemoved,
+}
+
+impl EventKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            EventKind::ServerDown => "server_down",
+            EventKind::ServerUp => "server_up",
+            EventKind::Drain => "drain",
+            EventKind::Enable => "enable",
+            EventKind::Weight => "weight",
+            EventKind::ReloadOk => "reload_ok",
+            EventKind::ReloadFailed => "reload_failed",
+            EventKind::ListenerAdded => "listener_added",
+            EventKind::ListenerRemoved => "listener_removed",
+        }
+    }
+}
+
+impl fmt::Display for EventKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl PartialEq<&str> for EventKind {
+    fn eq(&self, other: &&str) -> bool {
+        self.name() == *other
+    }
+}
+
+/// Milliseconds since the Unix epoch, for events, logs and `/status`.
+pub fn now_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct Event {
     /// Milliseconds since the Unix epoch.
     pub ts_ms: u64,
-    pub event: &'static str,
+    pub event: EventKind,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub upstream: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -29,7 +79,7 @@ pub struct Event {
 }
 
 impl Event {
-    pub fn new(event: &'static str) -> Event {
+    pub fn new(event: EventKind) -> Event {
         Event {
             ts_ms: now_millis(),
             event,
@@ -110,16 +160,16 @@ mod tests {
     #[test]
     fn stamps_never_go_back_and_old_events_fall_off() {
         let events = Events::default();
-        let mut late = Event::new("drain");
+        let mut late = Event::new(EventKind::Drain);
         late.ts_ms = 2_000;
         events.push(late);
-        let mut early = Event::new("enable");
+        let mut early = Event::new(EventKind::Enable);
         early.ts_ms = 1_000;
         events.push(early);
         let list = events.snapshot();
         assert_eq!(list[1].ts_ms, 2_000);
         for _ in 0..CAPACITY {
-            events.push(Event::new("weight"));
+            events.push(Event::new(EventKind::Weight));
         }
         let list = events.snapshot();
         assert_eq!(list.len(), CAPACITY);

@@ -1,21 +1,26 @@
 //! rlb: a layer-4/layer-7 load balancer and reverse proxy.
 //!
-//! The binary (`main.rs`) parses the command line, sets up logging and signals, and
-//! drives a [`runtime::Rlb`]; everything else lives here so tests can start rlb
-//! in-process on port 0.
+//! The binary (`main.rs`) parses the command line, sets up logging, and drives a
+//! [`Rlb`]; everything else lives here so tests can start rlb in-process on port 0.
+//!
+//! Modules import only modules listed above them (`scripts/check-layers.py` checks it):
+//! pure matching and the configuration at the bottom, then live state, the snapshot,
+//! health, the data path, listeners, and the control task on top.
 #![forbid(unsafe_code)]
 
-pub mod admin;
-pub mod balance;
+pub(crate) mod balance;
 pub mod config;
-pub mod events;
+pub(crate) mod connect;
+pub mod control;
+pub(crate) mod error;
+pub(crate) mod events;
 pub mod health;
-pub mod listener;
-pub mod metrics;
-pub mod proxy;
-pub mod runtime;
-pub mod server;
-pub mod watch;
+pub(crate) mod listener;
+pub(crate) mod metrics;
+pub(crate) mod proxy;
+pub(crate) mod route;
+pub(crate) mod server;
+pub(crate) mod snapshot;
 
 pub use config::Config;
-pub use runtime::Rlb;
+pub use control::{ReloadError, Rlb};

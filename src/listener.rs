@@ -8,9 +8,10 @@ use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpSocket};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::proxy::{http, tcp};
-use crate::runtime::{Shared, Target};
+use crate::snapshot::{Shared, Target};
 
 /// The accept backlog, as nginx's default on Linux.
 const BACKLOG: u32 = 511;
@@ -57,28 +58,24 @@ pub async fn accept_loop(
         let Some(plan) = shared.snapshot.load().listeners.get(&*name).cloned() else {
             break;
         };
-        tracing::debug!(listener = %name, %client, "accepted");
+        // Every log line of the connection carries its listener and client.
+        let span = tracing::info_span!("conn", listener = %name, %client);
+        tracing::debug!(parent: &span, "accepted");
         match &plan.target {
             Target::Tcp(upstream) => {
-                let upstream = upstream.clone();
-                let idle = plan.idle_timeout;
-                shared.tracker.spawn(tcp::session(
+                let session = tcp::session(
                     shared.clone(),
                     name.clone(),
-                    upstream,
+                    upstream.clone(),
                     stream,
                     client,
-                    idle,
-                ));
+                    plan.idle_timeout,
+                );
+                shared.tracker.spawn(session.instrument(span));
             }
             Target::Http(_) => {
-                shared.tracker.spawn(http::serve(
-                    shared.clone(),
-                    name.clone(),
-                    plan,
-                    stream,
-                    client,
-                ));
+                let serve = http::serve(shared.clone(), name.clone(), plan, stream, client);
+                shared.tracker.spawn(serve.instrument(span));
             }
         }
     }

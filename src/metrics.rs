@@ -1,8 +1,8 @@
 //! Prometheus metrics: counters kept here for errors and reloads, and per-server
 //! gauges and counters read from the live server state at scrape time.
 
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder, NoLabelSet};
@@ -12,7 +12,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::Registry;
 
-use crate::runtime::Shared;
+use crate::balance::Upstream;
 use crate::server::{CHECK_BUCKETS, ServerStats};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -91,7 +91,7 @@ pub struct Metrics {
 impl Metrics {
     /// Counts a request or session that failed; `kind` is [`ProxyError::kind`].
     ///
-    /// [`ProxyError::kind`]: crate::proxy::error::ProxyError::kind
+    /// [`ProxyError::kind`]: crate::error::ProxyError::kind
     pub fn error(&self, kind: &str) {
         self.errors
             .get_or_create(&KindLabel {
@@ -109,8 +109,8 @@ impl Metrics {
             .inc();
     }
 
-    /// The text exposition of every metric.
-    pub fn encode(&self, shared: &Shared) -> String {
+    /// The text exposition of every metric, with the servers of `upstreams`.
+    pub fn encode(&self, upstreams: &[Arc<Upstream>]) -> String {
         let mut registry = Registry::with_prefix("rlb");
         registry.register(
             "errors",
@@ -132,8 +132,7 @@ impl Metrics {
         let checks = Family::<ServerLabels, Counter>::default();
         let check_failures = Family::<ServerLabels, Counter>::default();
         let check_seconds = Family::<ServerLabels, CheckLatency>::default();
-        let snapshot = shared.snapshot.load();
-        for upstream in &snapshot.upstreams {
+        for upstream in upstreams {
             for server in &upstream.servers {
                 let labels = ServerLabels {
                     upstream: upstream.name.to_string(),

@@ -122,14 +122,7 @@ async fn rise_and_fall_count_consecutive_results_exactly() {
                         None => tokio::time::sleep(Duration::from_millis(5)).await,
                     }
                 };
-                let up = rlb
-                    .shared()
-                    .snapshot
-                    .load()
-                    .upstream("app")
-                    .unwrap()
-                    .servers[0]
-                    .is_up();
+                let up = rlb.status()["upstreams"]["app"]["servers"][0]["healthy"] == true;
                 let n = {
                     let mut seen = seen.lock().unwrap();
                     seen.push(up);

@@ -209,6 +209,7 @@ interval = "200ms"
             assert_eq!(code, 200, "reload {i}: {body}");
         } else {
             rlb.reload()
+                .await
                 .unwrap_or_else(|e| panic!("reload {i} failed: {e}"));
         }
         assert_eq!(
@@ -270,7 +271,7 @@ async fn a_server_added_by_reload_gets_traffic() {
     assert_eq!(get(web, "/").await, (200, "a".to_string()));
 
     write_config(&dir, &config(&format!("\"{}\", \"{}\"", a.addr, b.addr)));
-    rlb.reload().expect("reload");
+    rlb.reload().await.expect("reload");
     let mut seen = std::collections::HashSet::new();
     for _ in 0..4 {
         seen.insert(get(web, "/").await.1);
@@ -281,7 +282,7 @@ async fn a_server_added_by_reload_gets_traffic() {
     );
 
     write_config(&dir, &config(&format!("\"{}\"", b.addr)));
-    rlb.reload().expect("reload");
+    rlb.reload().await.expect("reload");
     let a_before = a.hits();
     for _ in 0..4 {
         assert_eq!(get(web, "/").await, (200, "b".to_string()));
@@ -338,7 +339,7 @@ servers = ["{echo}"]
     for batch in 0..3 {
         for i in 1..=10 {
             write_config(&dir, &config(batch * 10 + i));
-            rlb.reload().expect("reload");
+            rlb.reload().await.expect("reload");
         }
         let text = format!("after batch {batch}");
         assert_eq!(ws_roundtrip(&mut ws, &text).await, text);
@@ -347,7 +348,7 @@ servers = ["{echo}"]
     }
     // The last reload (30) went back to a; one more takes it out of the file.
     write_config(&dir, &config(31));
-    rlb.reload().expect("reload");
+    rlb.reload().await.expect("reload");
     assert_eq!(get(web, "/").await, (200, "b".to_string()));
     assert_eq!(ws_roundtrip(&mut ws, "still here").await, "still here");
     assert_eq!(tcp_roundtrip(&mut tcp, "still here").await, "still here");
@@ -402,7 +403,7 @@ async fn least_conn_counts_of_open_websockets_survive_reload() {
     assert_eq!(active(&rlb, "chat", a.addr), 2);
 
     write_config(&dir, &config(&[a.addr, b.addr, c.addr]));
-    rlb.reload().expect("reload");
+    rlb.reload().await.expect("reload");
     let after = status(&rlb).await;
     assert_eq!(
         counts(&after),
@@ -504,7 +505,11 @@ async fn invalid_file_keeps_serving_and_names_the_lines() {
     );
 
     // A direct reload says the same, and a good file afterwards is taken.
-    let error = rlb.reload().expect_err("the file is still bad").to_string();
+    let error = rlb
+        .reload()
+        .await
+        .expect_err("the file is still bad")
+        .to_string();
     assert!(error.contains("lb.toml:5:"), "{error}");
     write_config(
         &dir,
@@ -546,7 +551,7 @@ async fn listeners_added_serve_removed_refuse_and_bind_failure_rejects() {
             listener("extra", "127.0.0.1:0")
         ),
     );
-    rlb.reload().expect("reload adding a listener");
+    rlb.reload().await.expect("reload adding a listener");
     assert_eq!(
         rlb.listener_addr("web"),
         Some(web),
@@ -564,7 +569,7 @@ async fn listeners_added_serve_removed_refuse_and_bind_failure_rejects() {
         &dir,
         &format!("{admin}{}{upstream}", listener("extra", "127.0.0.1:0")),
     );
-    rlb.reload().expect("reload removing a listener");
+    rlb.reload().await.expect("reload removing a listener");
     eventually("the removed listener refuses", WAIT, || refused(web)).await;
     assert_eq!(send(&mut open, "/").await, (200, "a".to_string()));
     assert_eq!(rlb.listener_addr("web"), None);
@@ -602,7 +607,7 @@ async fn listeners_added_serve_removed_refuse_and_bind_failure_rejects() {
         &dir,
         &format!("{admin}{}{upstream}", listener("extra", &moved.to_string())),
     );
-    rlb.reload().expect("reload moving a listener");
+    rlb.reload().await.expect("reload moving a listener");
     assert_eq!(rlb.listener_addr("extra"), Some(moved));
     assert_eq!(get(moved, "/").await, (200, "a".to_string()));
     eventually("the old address refuses", WAIT, || refused(extra)).await;
@@ -643,7 +648,7 @@ async fn graceful_shutdown_answers_the_request_in_flight() {
         // What is still open when shutdown says it is done.
         (
             active(&stopping, "app", a.addr),
-            stopping.shared().tracker.len(),
+            stopping.open_connections(),
         )
     });
     eventually("the listener refuses during shutdown", WAIT, || {
@@ -805,7 +810,6 @@ async fn watch_config_reloads_a_file_replaced_by_rename() {
     };
     let path = write_config(&dir, &config(a.addr));
     let rlb = start_file(&path);
-    let _watcher = rlb::watch::spawn(&rlb).expect("a file to watch");
     let web = rlb.listener_addr("web").unwrap();
     let first = rlb.generation();
     assert_eq!(get(web, "/").await, (200, "a".to_string()));
@@ -884,7 +888,7 @@ async fn renamed_listener_keeps_its_socket() {
     for i in 1..=20 {
         ticks.tick().await;
         write_config(&dir, &config(i));
-        rlb.reload().expect("reload renaming the listener");
+        rlb.reload().await.expect("reload renaming the listener");
         assert_eq!(rlb.listener_addr(&format!("web{i}")), Some(bind));
     }
     let done = ok.load(Ordering::Relaxed);
@@ -970,7 +974,7 @@ async fn an_open_http_connection_keeps_its_routes_when_the_listener_turns_tcp() 
     };
     assert_eq!(get(client.clone()).await, (200, "app".to_string()));
     std::fs::write(&path, format!("[listeners.web]\nbind = \"127.0.0.1:0\"\nmode = \"tcp\"\nupstream = \"echo\"\n{servers}")).unwrap();
-    rlb.reload().expect("reload to tcp");
+    rlb.reload().await.expect("reload to tcp");
     assert_eq!(app.connections(), 1);
     assert_eq!(get(client).await, (200, "app".to_string()));
     let mut raw = tokio::net::TcpStream::connect(web).await.unwrap();

@@ -1,12 +1,15 @@
 //! The configuration file: TOML schema, validation with `file:line:col` errors, defaults.
 //!
 //! Two layers, as in sozu and rathole: raw serde structs with `deny_unknown_fields`
-//! (in `raw`), then the validated types below, whose fields cannot be wrong. serde stops
-//! at the first error of a struct, so the document is walked table by table and each
-//! leaf table is deserialized on its own: one run reports every problem in the file.
+//! (in `raw`), then the validated types below, whose fields cannot be wrong
+//! (`validate`, reporting through `collect`). serde stops at the first error of a
+//! struct, so the document is walked table by table and each leaf table is deserialized
+//! on its own: one run reports every problem in the file.
 
+mod collect;
 mod duration;
 mod raw;
+mod validate;
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -23,9 +26,9 @@ pub struct Config {
     pub global: Global,
     pub admin: Option<Admin>,
     /// In file order; names are unique.
-    pub listeners: Vec<Listener>,
+    pub listeners: Vec<ListenerConfig>,
     /// In file order; names are unique.
-    pub upstreams: Vec<Upstream>,
+    pub upstreams: Vec<UpstreamConfig>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -44,7 +47,7 @@ pub struct Admin {
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct Listener {
+pub struct ListenerConfig {
     pub name: String,
     pub bind: SocketAddr,
     pub mode: Mode,
@@ -55,11 +58,11 @@ pub struct Listener {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Mode {
     Tcp { upstream: String },
-    Http { routes: Vec<Route> },
+    Http { routes: Vec<RouteConfig> },
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct Route {
+pub struct RouteConfig {
     /// Lowercase, without a port.
     pub host: Option<String>,
     pub path_prefix: Option<String>,
@@ -67,7 +70,7 @@ pub struct Route {
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct Upstream {
+pub struct UpstreamConfig {
     pub name: String,
     pub balance: Balance,
     pub servers: Vec<ServerConfig>,
@@ -139,14 +142,14 @@ impl Config {
 
     /// Validates `text`; `origin` is the file name used in the error messages.
     pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigErrors> {
-        raw::parse(text, origin)
+        validate::parse(text, origin)
     }
 
-    pub fn listener(&self, name: &str) -> Option<&Listener> {
+    pub fn listener(&self, name: &str) -> Option<&ListenerConfig> {
         self.listeners.iter().find(|l| l.name == name)
     }
 
-    pub fn upstream(&self, name: &str) -> Option<&Upstream> {
+    pub fn upstream(&self, name: &str) -> Option<&UpstreamConfig> {
         self.upstreams.iter().find(|u| u.name == name)
     }
 }

@@ -1,20 +1,9 @@
-//! The raw layer: the TOML document walked table by table, serde for each leaf table,
-//! then the semantic checks, every problem collected with its span.
-
-use std::collections::HashSet;
-use std::net::SocketAddr;
-use std::ops::Range;
-use std::time::Duration;
+//! The serde layer: one struct per leaf table with `deny_unknown_fields`, and the
+//! enums whose names the file spells.
 
 use serde::Deserialize;
-use serde::de::{DeserializeOwned, IgnoredAny};
+use serde::de::IgnoredAny;
 use toml::Spanned;
-use toml::de::{DeTable, DeValue, ValueDeserializer};
-
-use super::*;
-
-type Span = Range<usize>;
-type Value<'i> = Spanned<DeValue<'i>>;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -42,14 +31,14 @@ pub enum LogFormat {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
-enum RawMode {
+pub(super) enum RawMode {
     Http,
     Tcp,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
-enum RawCheck {
+pub(super) enum RawCheck {
     Tcp,
     Http,
     Mysql,
@@ -57,653 +46,70 @@ enum RawCheck {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawGlobal {
-    workers: Option<Spanned<i64>>,
-    shutdown_timeout: Option<Spanned<String>>,
-    log_format: Option<LogFormat>,
-    access_log: Option<bool>,
-    watch_config: Option<bool>,
+pub(super) struct RawGlobal {
+    pub(super) workers: Option<Spanned<i64>>,
+    pub(super) shutdown_timeout: Option<Spanned<String>>,
+    pub(super) log_format: Option<LogFormat>,
+    pub(super) access_log: Option<bool>,
+    pub(super) watch_config: Option<bool>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawAdmin {
-    bind: Spanned<String>,
+pub(super) struct RawAdmin {
+    pub(super) bind: Spanned<String>,
 }
 
 /// A listener; its `routes` are walked one by one, so serde only lets them pass.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawListener {
-    bind: Spanned<String>,
+pub(super) struct RawListener {
+    pub(super) bind: Spanned<String>,
     #[serde(rename = "routes")]
-    _routes: Option<IgnoredAny>,
-    mode: Option<Spanned<RawMode>>,
-    upstream: Option<Spanned<String>>,
-    idle_timeout: Option<Spanned<String>>,
+    pub(super) _routes: Option<IgnoredAny>,
+    pub(super) mode: Option<Spanned<RawMode>>,
+    pub(super) upstream: Option<Spanned<String>>,
+    pub(super) idle_timeout: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawRoute {
-    host: Option<Spanned<String>>,
-    path_prefix: Option<Spanned<String>>,
-    upstream: Spanned<String>,
+pub(super) struct RawRoute {
+    pub(super) host: Option<Spanned<String>>,
+    pub(super) path_prefix: Option<Spanned<String>>,
+    pub(super) upstream: Spanned<String>,
 }
 
 /// An upstream; its `servers` and `health` are walked on their own.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawUpstream {
+pub(super) struct RawUpstream {
     #[serde(rename = "servers")]
-    _servers: Option<IgnoredAny>,
+    pub(super) _servers: Option<IgnoredAny>,
     #[serde(rename = "health")]
-    _health: Option<IgnoredAny>,
-    balance: Option<Balance>,
-    connect_timeout: Option<Spanned<String>>,
-    response_timeout: Option<Spanned<String>>,
+    pub(super) _health: Option<IgnoredAny>,
+    pub(super) balance: Option<Balance>,
+    pub(super) connect_timeout: Option<Spanned<String>>,
+    pub(super) response_timeout: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawServer {
-    addr: Spanned<String>,
-    weight: Option<Spanned<i64>>,
+pub(super) struct RawServer {
+    pub(super) addr: Spanned<String>,
+    pub(super) weight: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawHealth {
-    check: Spanned<RawCheck>,
-    path: Option<Spanned<String>>,
-    interval: Option<Spanned<String>>,
-    timeout: Option<Spanned<String>>,
-    rise: Option<Spanned<i64>>,
-    fall: Option<Spanned<i64>>,
-    user: Option<Spanned<String>>,
-    password_env: Option<Spanned<String>>,
-    max_replication_lag: Option<Spanned<String>>,
-}
-
-/// Collects errors against the source text, turning byte spans into line:col.
-struct Errors<'a> {
-    text: &'a str,
-    origin: &'a str,
-    list: Vec<(usize, ConfigError)>,
-}
-
-impl<'a> Errors<'a> {
-    fn at(&mut self, span: Span, message: impl Into<String>) {
-        let offset = span.start.min(self.text.len());
-        let before = &self.text[..offset];
-        let line = before.matches('\n').count() + 1;
-        let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-        self.list.push((
-            offset,
-            ConfigError {
-                origin: self.origin.to_string(),
-                position: Some((line, col)),
-                message: message.into(),
-            },
-        ));
-    }
-
-    fn toml(&mut self, fallback: Span, e: toml::de::Error) {
-        let message = e.message().trim_end().replace('\n', " ");
-        self.at(e.span().unwrap_or(fallback), message);
-    }
-
-    /// Deserializes one leaf table; on failure records the error and returns `None`.
-    fn leaf<T: DeserializeOwned>(&mut self, value: &Value<'_>) -> Option<T> {
-        let span = value.span();
-        match T::deserialize(ValueDeserializer::from(value.clone())) {
-            Ok(t) => Some(t),
-            Err(e) => {
-                self.toml(span, e);
-                None
-            }
-        }
-    }
-
-    fn table<'v, 'i>(&mut self, value: &'v Value<'i>, what: &str) -> Option<&'v DeTable<'i>> {
-        match value.get_ref() {
-            DeValue::Table(t) => Some(t),
-            other => {
-                self.at(
-                    value.span(),
-                    format!("{what} must be a table, found {}", other.type_str()),
-                );
-                None
-            }
-        }
-    }
-
-    fn duration(&mut self, value: &Option<Spanned<String>>, default: Duration) -> Duration {
-        match value {
-            None => default,
-            Some(v) => match parse_duration(v.get_ref()) {
-                Ok(d) => d,
-                Err(message) => {
-                    self.at(v.span(), message);
-                    default
-                }
-            },
-        }
-    }
-
-    /// A duration that must be more than zero, such as a check interval.
-    fn positive_duration(
-        &mut self,
-        key: &str,
-        value: &Option<Spanned<String>>,
-        default: Duration,
-    ) -> Duration {
-        let d = self.duration(value, default);
-        if d.is_zero() {
-            if let Some(v) = value {
-                self.at(v.span(), format!("`{key}` must be more than 0"));
-            }
-            return default;
-        }
-        d
-    }
-
-    fn addr(&mut self, value: &Spanned<String>) -> Option<SocketAddr> {
-        match value.get_ref().parse::<SocketAddr>() {
-            Ok(addr) => Some(addr),
-            Err(_) => {
-                self.at(
-                    value.span(),
-                    format!(
-                        "bad address `{}`: expected IP:PORT, e.g. \"127.0.0.1:8080\"",
-                        value.get_ref()
-                    ),
-                );
-                None
-            }
-        }
-    }
-
-    fn count(
-        &mut self,
-        key: &str,
-        value: &Option<Spanned<i64>>,
-        min: i64,
-        max: i64,
-    ) -> Option<i64> {
-        let v = value.as_ref()?;
-        let n = *v.get_ref();
-        if n < min || n > max {
-            self.at(
-                v.span(),
-                format!("`{key}` must be between {min} and {max}, found {n}"),
-            );
-            return None;
-        }
-        Some(n)
-    }
-}
-
-pub(super) fn parse(text: &str, origin: &str) -> Result<Config, ConfigErrors> {
-    let mut errors = Errors {
-        text,
-        origin,
-        list: Vec::new(),
-    };
-    let (document, syntax) = DeTable::parse_recoverable(text);
-    if !syntax.is_empty() {
-        for e in syntax {
-            errors.toml(0..0, e);
-        }
-        return Err(finish(errors));
-    }
-
-    let mut global = None;
-    let mut admin = None;
-    let mut listener_values = Vec::new();
-    let mut upstream_values = Vec::new();
-    for (key, value) in document.get_ref().iter() {
-        match key.get_ref().as_ref() {
-            "global" => global = Some(errors.leaf::<RawGlobal>(value)),
-            "admin" => admin = errors.leaf::<RawAdmin>(value),
-            "listeners" => {
-                if let Some(t) = errors.table(value, "`listeners`") {
-                    listener_values = t.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-                }
-            }
-            "upstreams" => {
-                if let Some(t) = errors.table(value, "`upstreams`") {
-                    upstream_values = t.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-                }
-            }
-            other => errors.at(
-                key.span(),
-                format!("unknown key `{other}`, expected one of `global`, `admin`, `listeners`, `upstreams`"),
-            ),
-        }
-    }
-
-    let global = validate_global(&mut errors, global.flatten());
-    let admin = admin.and_then(|a| errors.addr(&a.bind).map(|bind| Admin { bind }));
-
-    let mut upstreams = Vec::new();
-    for (name, value) in &upstream_values {
-        if let Some(u) = validate_upstream(&mut errors, name.get_ref(), value) {
-            upstreams.push(u);
-        }
-    }
-    let known: HashSet<&str> = upstream_values
-        .iter()
-        .map(|(k, _)| k.get_ref().as_ref())
-        .collect();
-
-    let mut listeners = Vec::new();
-    let mut binds: Vec<(SocketAddr, String)> = Vec::new();
-    if let Some(a) = &admin {
-        binds.push((a.bind, "the admin listener".to_string()));
-    }
-    for (name, value) in &listener_values {
-        if let Some(listener) =
-            validate_listener(&mut errors, name.get_ref(), value, &known, &mut binds)
-        {
-            listeners.push(listener);
-        }
-    }
-    if listener_values.is_empty() && errors.list.is_empty() {
-        errors.at(
-            0..0,
-            "no listeners: add at least one `[listeners.NAME]` table",
-        );
-    }
-
-    if !errors.list.is_empty() {
-        return Err(finish(errors));
-    }
-    Ok(Config {
-        global,
-        admin,
-        listeners,
-        upstreams,
-    })
-}
-
-fn finish(mut errors: Errors<'_>) -> ConfigErrors {
-    errors.list.sort_by_key(|(offset, _)| *offset);
-    ConfigErrors(errors.list.into_iter().map(|(_, e)| e).collect())
-}
-
-fn validate_global(errors: &mut Errors<'_>, raw: Option<RawGlobal>) -> Global {
-    let Some(raw) = raw else {
-        return Global {
-            workers: None,
-            shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
-            log_format: LogFormat::Text,
-            access_log: true,
-            watch_config: false,
-        };
-    };
-    Global {
-        workers: errors
-            .count("workers", &raw.workers, 1, 1024)
-            .map(|n| n as usize),
-        shutdown_timeout: errors.duration(&raw.shutdown_timeout, DEFAULT_SHUTDOWN_TIMEOUT),
-        log_format: raw.log_format.unwrap_or_default(),
-        access_log: raw.access_log.unwrap_or(true),
-        watch_config: raw.watch_config.unwrap_or(false),
-    }
-}
-
-fn validate_listener(
-    errors: &mut Errors<'_>,
-    name: &str,
-    value: &Value<'_>,
-    known: &HashSet<&str>,
-    binds: &mut Vec<(SocketAddr, String)>,
-) -> Option<Listener> {
-    let table = errors.table(value, &format!("listener `{name}`"))?;
-    let routes_value = table
-        .iter()
-        .find(|(k, _)| k.get_ref() == "routes")
-        .map(|(_, v)| v);
-    let raw: Option<RawListener> = errors.leaf(value);
-    // Routes are checked even when the rest of the table is not, to report everything.
-    let routes = routes_value.and_then(|r| validate_routes(errors, name, r, known));
-    let raw = raw?;
-    let bind = errors.addr(&raw.bind);
-    // Port 0 asks the kernel for a free port each time, so it never clashes.
-    if let Some(addr) = bind.filter(|a| a.port() != 0) {
-        match binds.iter().find(|(taken, _)| overlaps(*taken, addr)) {
-            Some((taken, other)) if *taken == addr => errors.at(
-                raw.bind.span(),
-                format!("duplicate bind {addr}: already used by {other}"),
-            ),
-            Some((taken, other)) => errors.at(
-                raw.bind.span(),
-                format!("duplicate bind {addr}: {other} binds {taken}, which takes this port on every address"),
-            ),
-            None => binds.push((addr, format!("listener `{name}`"))),
-        }
-    }
-    let idle_timeout =
-        errors.positive_duration("idle_timeout", &raw.idle_timeout, DEFAULT_IDLE_TIMEOUT);
-    let mode = raw.mode.as_ref().map_or(RawMode::Http, |m| *m.get_ref());
-    let mode_span = raw.mode.as_ref().map_or(value.span(), |m| m.span());
-
-    let mode = match mode {
-        RawMode::Tcp => {
-            if let Some(r) = routes_value {
-                errors.at(r.span(), format!("listener `{name}`: `routes` is only for http listeners; a tcp listener names one `upstream`"));
-            }
-            match &raw.upstream {
-                None => {
-                    errors.at(
-                        mode_span,
-                        format!("tcp listener `{name}` needs an `upstream`"),
-                    );
-                    None
-                }
-                Some(u) => check_reference(errors, u, known).then(|| Mode::Tcp {
-                    upstream: u.get_ref().clone(),
-                }),
-            }
-        }
-        RawMode::Http => {
-            if let Some(u) = &raw.upstream {
-                errors.at(u.span(), format!("listener `{name}`: `upstream` is only for tcp listeners; an http listener uses `routes = [{{ upstream = \"...\" }}]`"));
-            }
-            if routes_value.is_none() {
-                errors.at(mode_span, format!("http listener `{name}` needs `routes`"));
-            }
-            routes.map(|routes| Mode::Http { routes })
-        }
-    };
-    Some(Listener {
-        name: name.to_string(),
-        bind: bind?,
-        mode: mode?,
-        idle_timeout,
-    })
-}
-
-/// Two binds on one port clash when their addresses are equal or either is a wildcard
-/// (`0.0.0.0`, `[::]`, which on Linux also takes IPv4): the second bind would fail.
-fn overlaps(a: SocketAddr, b: SocketAddr) -> bool {
-    a.port() == b.port() && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
-}
-
-fn validate_routes(
-    errors: &mut Errors<'_>,
-    listener: &str,
-    value: &Value<'_>,
-    known: &HashSet<&str>,
-) -> Option<Vec<Route>> {
-    let DeValue::Array(items) = value.get_ref() else {
-        errors.at(
-            value.span(),
-            format!("listener `{listener}`: `routes` must be an array of tables"),
-        );
-        return None;
-    };
-    if items.is_empty() {
-        errors.at(
-            value.span(),
-            format!("http listener `{listener}` needs at least one route"),
-        );
-        return None;
-    }
-    let mut routes = Vec::new();
-    let mut ok = true;
-    for item in items.iter() {
-        let Some(raw) = errors.leaf::<RawRoute>(item) else {
-            ok = false;
-            continue;
-        };
-        ok &= check_reference(errors, &raw.upstream, known);
-        if let Some(p) = &raw.path_prefix
-            && !p.get_ref().starts_with('/')
-        {
-            errors.at(
-                p.span(),
-                format!(
-                    "`path_prefix` must start with '/', found \"{}\"",
-                    p.get_ref()
-                ),
-            );
-            ok = false;
-        }
-        routes.push(Route {
-            host: raw.host.map(|h| normalize_host(h.get_ref()).to_string()),
-            path_prefix: raw.path_prefix.map(Spanned::into_inner),
-            upstream: raw.upstream.into_inner(),
-        });
-    }
-    ok.then_some(routes)
-}
-
-/// Lowercases a host and drops a port, so `Chat.Example.test:8080` matches `chat.example.test`.
-pub(crate) fn normalize_host(host: &str) -> String {
-    let host = match host.rsplit_once(':') {
-        Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) && !h.ends_with(':') => h,
-        _ => host,
-    };
-    host.to_ascii_lowercase()
-}
-
-fn check_reference(
-    errors: &mut Errors<'_>,
-    upstream: &Spanned<String>,
-    known: &HashSet<&str>,
-) -> bool {
-    if known.contains(upstream.get_ref().as_str()) {
-        return true;
-    }
-    let mut names: Vec<&str> = known.iter().copied().collect();
-    names.sort_unstable();
-    let hint = if names.is_empty() {
-        "no upstreams are defined".to_string()
-    } else {
-        format!("defined: {}", names.join(", "))
-    };
-    errors.at(
-        upstream.span(),
-        format!("unknown upstream `{}` ({hint})", upstream.get_ref()),
-    );
-    false
-}
-
-fn validate_upstream(errors: &mut Errors<'_>, name: &str, value: &Value<'_>) -> Option<Upstream> {
-    let table = errors.table(value, &format!("upstream `{name}`"))?;
-    let nested = |key: &str| {
-        table
-            .iter()
-            .find(|(k, _)| k.get_ref() == key)
-            .map(|(_, v)| v.clone())
-    };
-    let (servers_value, health_value) = (nested("servers"), nested("health"));
-    let raw: Option<RawUpstream> = errors.leaf(value);
-    let servers = match &servers_value {
-        None => {
-            errors.at(value.span(), format!("upstream `{name}` has no `servers`"));
-            None
-        }
-        Some(v) => validate_servers(errors, name, v),
-    };
-    let health = match &health_value {
-        None => Some(None),
-        Some(v) => validate_health(errors, v).map(Some),
-    };
-    let raw = raw?;
-    Some(Upstream {
-        name: name.to_string(),
-        balance: raw.balance.unwrap_or(Balance::RoundRobin),
-        connect_timeout: errors.positive_duration(
-            "connect_timeout",
-            &raw.connect_timeout,
-            DEFAULT_CONNECT_TIMEOUT,
-        ),
-        response_timeout: errors.positive_duration(
-            "response_timeout",
-            &raw.response_timeout,
-            DEFAULT_RESPONSE_TIMEOUT,
-        ),
-        servers: servers?,
-        health: health?,
-    })
-}
-
-fn validate_servers(
-    errors: &mut Errors<'_>,
-    upstream: &str,
-    value: &Value<'_>,
-) -> Option<Vec<ServerConfig>> {
-    let DeValue::Array(items) = value.get_ref() else {
-        errors.at(
-            value.span(),
-            format!("upstream `{upstream}`: `servers` must be an array"),
-        );
-        return None;
-    };
-    if items.is_empty() {
-        errors.at(
-            value.span(),
-            format!("upstream `{upstream}` has no servers"),
-        );
-        return None;
-    }
-    let mut servers: Vec<ServerConfig> = Vec::new();
-    let mut ok = true;
-    for item in items.iter() {
-        let (addr, weight) = match item.get_ref() {
-            DeValue::String(s) => (Spanned::new(item.span(), s.to_string()), None),
-            DeValue::Table(_) => match errors.leaf::<RawServer>(item) {
-                Some(raw) => (raw.addr, raw.weight),
-                None => {
-                    ok = false;
-                    continue;
-                }
-            },
-            other => {
-                errors.at(
-                    item.span(),
-                    format!(
-                        "a server is \"IP:PORT\" or {{ addr = \"IP:PORT\", weight = N }}, found {}",
-                        other.type_str()
-                    ),
-                );
-                ok = false;
-                continue;
-            }
-        };
-        let weight = match &weight {
-            None => Some(1),
-            Some(_) => errors
-                .count("weight", &weight, 1, MAX_WEIGHT as i64)
-                .map(|w| w as u32),
-        };
-        let Some(parsed) = errors.addr(&addr) else {
-            ok = false;
-            continue;
-        };
-        if servers.iter().any(|s| s.addr == parsed) {
-            errors.at(
-                addr.span(),
-                format!("duplicate server {parsed} in upstream `{upstream}`"),
-            );
-            ok = false;
-        }
-        match weight {
-            Some(weight) => servers.push(ServerConfig {
-                addr: parsed,
-                weight,
-            }),
-            None => ok = false,
-        }
-    }
-    ok.then_some(servers)
-}
-
-fn validate_health(errors: &mut Errors<'_>, value: &Value<'_>) -> Option<Health> {
-    let raw: RawHealth = errors.leaf(value)?;
-    let check_kind = *raw.check.get_ref();
-    let only = |errors: &mut Errors<'_>, key: &str, v: Option<Span>, allowed: RawCheck| {
-        if let Some(span) = v
-            && check_kind != allowed
-        {
-            let kind = match allowed {
-                RawCheck::Tcp => "tcp",
-                RawCheck::Http => "http",
-                RawCheck::Mysql => "mysql",
-            };
-            errors.at(span, format!("`{key}` is only for `check = \"{kind}\"`"));
-        }
-    };
-    only(
-        errors,
-        "path",
-        raw.path.as_ref().map(|v| v.span()),
-        RawCheck::Http,
-    );
-    only(
-        errors,
-        "user",
-        raw.user.as_ref().map(|v| v.span()),
-        RawCheck::Mysql,
-    );
-    only(
-        errors,
-        "password_env",
-        raw.password_env.as_ref().map(|v| v.span()),
-        RawCheck::Mysql,
-    );
-    only(
-        errors,
-        "max_replication_lag",
-        raw.max_replication_lag.as_ref().map(|v| v.span()),
-        RawCheck::Mysql,
-    );
-
-    let check = match check_kind {
-        RawCheck::Tcp => Some(Check::Tcp),
-        RawCheck::Http => {
-            let path = raw
-                .path
-                .map_or_else(|| "/".to_string(), Spanned::into_inner);
-            Some(Check::Http { path })
-        }
-        RawCheck::Mysql => match raw.user {
-            None => {
-                errors.at(
-                    raw.check.span(),
-                    "`check = \"mysql\"` needs a `user` to log in as",
-                );
-                None
-            }
-            Some(user) => Some(Check::Mysql {
-                user: user.into_inner(),
-                password_env: raw.password_env.map(Spanned::into_inner),
-                max_replication_lag: raw
-                    .max_replication_lag
-                    .as_ref()
-                    .map(|_| errors.duration(&raw.max_replication_lag, Duration::ZERO)),
-            }),
-        },
-    };
-    let interval = errors.positive_duration("interval", &raw.interval, DEFAULT_CHECK_INTERVAL);
-    // As HAProxy without `timeout check`: never longer than the interval, so a frozen
-    // server is ejected within `fall` intervals.
-    let timeout =
-        errors.positive_duration("timeout", &raw.timeout, DEFAULT_CHECK_TIMEOUT.min(interval));
-    let rise = errors
-        .count("rise", &raw.rise, 1, 100)
-        .map_or(DEFAULT_RISE, |n| n as u32);
-    let fall = errors
-        .count("fall", &raw.fall, 1, 100)
-        .map_or(DEFAULT_FALL, |n| n as u32);
-    Some(Health {
-        check: check?,
-        interval,
-        timeout,
-        rise,
-        fall,
-    })
+pub(super) struct RawHealth {
+    pub(super) check: Spanned<RawCheck>,
+    pub(super) path: Option<Spanned<String>>,
+    pub(super) interval: Option<Spanned<String>>,
+    pub(super) timeout: Option<Spanned<String>>,
+    pub(super) rise: Option<Spanned<i64>>,
+    pub(super) fall: Option<Spanned<i64>>,
+    pub(super) user: Option<Spanned<String>>,
+    pub(super) password_env: Option<Spanned<String>>,
+    pub(super) max_replication_lag: Option<Spanned<String>>,
 }

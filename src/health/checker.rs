@@ -16,8 +16,8 @@ use tokio_util::sync::CancellationToken;
 use super::mysql::{MysqlProbe, Replication};
 use super::{io_reason, record};
 use crate::config::{Check, Health};
-use crate::runtime::Shared;
 use crate::server::Server;
+use crate::snapshot::Shared;
 
 /// The result of one probe.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -242,7 +242,7 @@ mod tests {
 
     use super::*;
     use crate::config::Config;
-    use crate::health::Counters;
+    use crate::server::Counters;
 
     /// rlb with one server and no checks of its own, so that the test runs the checker
     /// of that server with a scripted probe.
@@ -345,7 +345,7 @@ servers = ["127.0.0.1:9"]
             .events
             .snapshot()
             .into_iter()
-            .map(|e| (e.event, e.detail))
+            .map(|e| (e.event.name(), e.detail))
             .collect();
         assert_eq!(
             events,

@@ -3,60 +3,17 @@
 
 use std::sync::Arc;
 
-pub mod checker;
+pub(crate) mod checker;
 pub mod mysql;
 
-use crate::events::Event;
-use crate::proxy::error::ProxyError;
-use crate::runtime::Shared;
-use crate::server::Server;
-
-/// Consecutive probe results of one server, and the thresholds in force.
-#[derive(Debug, Default, Clone)]
-pub struct Counters {
-    /// Active checks configured: only then do failures eject the server.
-    pub checked: bool,
-    pub rise: u32,
-    pub fall: u32,
-    passes: u32,
-    failures: u32,
-}
-
-/// A change of a server's state, reported once when it happens.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Flip {
-    Down,
-    Up,
-}
-
-impl Counters {
-    /// Records one probe result against the server's current state; returns the flip
-    /// when a threshold is reached. Only consecutive results count.
-    pub fn record(&mut self, pass: bool, up: bool) -> Option<Flip> {
-        if pass {
-            self.failures = 0;
-            self.passes = self.passes.saturating_add(1);
-            (!up && self.passes >= self.rise).then_some(Flip::Up)
-        } else {
-            self.passes = 0;
-            self.failures = self.failures.saturating_add(1);
-            (up && self.failures >= self.fall).then_some(Flip::Down)
-        }
-    }
-
-    /// "2/2": failures so far out of `fall`, for the log line.
-    pub fn failures_of_fall(&self) -> String {
-        format!("{}/{}", self.failures.min(self.fall), self.fall)
-    }
-
-    pub fn passes_of_rise(&self) -> String {
-        format!("{}/{}", self.passes.min(self.rise), self.rise)
-    }
-}
+use crate::error::ProxyError;
+use crate::events::{Event, EventKind};
+use crate::server::{Flip, Server};
+use crate::snapshot::Shared;
 
 /// Records a probe result for `server` and applies a flip: the state, one log line,
 /// one event. Returns the flip, if any.
-pub fn record(shared: &Shared, server: &Server, pass: bool, reason: &str) -> Option<Flip> {
+pub(crate) fn record(shared: &Shared, server: &Server, pass: bool, reason: &str) -> Option<Flip> {
     // The flip is applied, logged and recorded under the lock: a checker and failed
     // connects on the data path record at once, and only the first of them may see a
     // flip, with the log and the events in the order the flips happened.
@@ -73,7 +30,7 @@ pub fn record(shared: &Shared, server: &Server, pass: bool, reason: &str) -> Opt
             let progress = counters.failures_of_fall();
             tracing::warn!(upstream = %server.upstream, "server {} down: {reason} ({progress})", server.addr);
             shared.events.push(
-                Event::new("server_down")
+                Event::new(EventKind::ServerDown)
                     .server(&server.upstream, server.addr)
                     .detail(format!("{reason} ({progress})")),
             );
@@ -84,7 +41,7 @@ pub fn record(shared: &Shared, server: &Server, pass: bool, reason: &str) -> Opt
             tracing::info!(upstream = %server.upstream, "server {} up ({progress})", server.addr);
             shared
                 .events
-                .push(Event::new("server_up").server(&server.upstream, server.addr));
+                .push(Event::new(EventKind::ServerUp).server(&server.upstream, server.addr));
         }
         None => {}
     }
@@ -94,7 +51,7 @@ pub fn record(shared: &Shared, server: &Server, pass: bool, reason: &str) -> Opt
 /// A failed connect on the data path counts as a failed probe, so a dead server is
 /// ejected without waiting for its next check. Without active checks nothing would
 /// bring it back, so then it is only routed around.
-pub fn passive_failure(shared: &Shared, server: &Arc<Server>, error: &ProxyError) {
+pub(crate) fn passive_failure(shared: &Shared, server: &Arc<Server>, error: &ProxyError) {
     server
         .stats
         .connect_failures
@@ -118,7 +75,7 @@ fn reason(error: &ProxyError) -> String {
 }
 
 /// "connection refused" rather than "Connection refused (os error 111)".
-pub fn io_reason(error: &std::io::Error) -> String {
+pub(crate) fn io_reason(error: &std::io::Error) -> String {
     match error.kind() {
         std::io::ErrorKind::ConnectionRefused => "connection refused".to_string(),
         std::io::ErrorKind::ConnectionReset => "connection reset".to_string(),
@@ -130,6 +87,7 @@ pub fn io_reason(error: &std::io::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::server::Counters;
 
     fn counters(rise: u32, fall: u32) -> Counters {
         Counters {
@@ -138,28 +96,6 @@ mod tests {
             fall,
             ..Counters::default()
         }
-    }
-
-    #[test]
-    fn falls_after_consecutive_failures_only() {
-        let mut c = counters(2, 3);
-        assert_eq!(c.record(false, true), None);
-        assert_eq!(c.record(false, true), None);
-        assert_eq!(c.record(true, true), None);
-        assert_eq!(c.record(false, true), None);
-        assert_eq!(c.record(false, true), None);
-        assert_eq!(c.record(false, true), Some(Flip::Down));
-        assert_eq!(c.failures_of_fall(), "3/3");
-    }
-
-    #[test]
-    fn rises_after_consecutive_passes() {
-        let mut c = counters(2, 1);
-        assert_eq!(c.record(false, true), Some(Flip::Down));
-        assert_eq!(c.record(true, false), None);
-        assert_eq!(c.record(false, false), None);
-        assert_eq!(c.record(true, false), None);
-        assert_eq!(c.record(true, false), Some(Flip::Up));
     }
 
     /// Passive failures from many connections and the checker race on one server: the
@@ -195,12 +131,5 @@ servers = ["127.0.0.1:9"]
             let downs = events.iter().filter(|e| e.event == "server_down").count();
             assert_eq!(downs, round + 1, "round {round}: {} events", events.len());
         }
-    }
-
-    #[test]
-    fn no_flip_when_already_in_that_state() {
-        let mut c = counters(1, 1);
-        assert_eq!(c.record(true, true), None);
-        assert_eq!(c.record(false, false), None);
     }
 }

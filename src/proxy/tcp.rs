@@ -8,10 +8,10 @@ use std::time::{Duration, Instant};
 
 use tokio::net::TcpStream;
 
-use super::pool::connect;
 use crate::balance::{Tried, Upstream};
-use crate::runtime::Shared;
+use crate::connect::connect;
 use crate::server::Active;
+use crate::snapshot::Shared;
 
 /// Proxies one tcp session. With no server to take it, the client connection is
 /// closed at once.
@@ -33,7 +33,7 @@ pub async fn session(
             Ok(stream) => stream,
             Err(e) => {
                 crate::health::passive_failure(&shared, server, &e);
-                tracing::warn!(listener = %listener, client = %client_addr, error = %e, "trying the next server");
+                tracing::warn!(error = %e, "trying the next server");
                 continue;
             }
         };
@@ -58,5 +58,5 @@ pub async fn session(
         return;
     }
     shared.metrics.error("no_server");
-    tracing::warn!(listener = %listener, client = %client_addr, upstream = %upstream.name, "no server available; closing the client connection");
+    tracing::warn!(upstream = %upstream.name, "no server available; closing the client connection");
 }

@@ -431,14 +431,15 @@ where
     }
 }
 
-/// The active connection count of `server` in `upstream`, from the live state.
+/// The active connection count of `server` in `upstream`, as `/status` shows it.
 pub fn active(rlb: &Rlb, upstream: &str, server: SocketAddr) -> usize {
-    let snapshot = rlb.shared().snapshot.load();
-    let upstream = snapshot.upstream(upstream).expect("upstream");
-    upstream
-        .servers
+    let status = rlb.status();
+    let servers = status["upstreams"][upstream]["servers"]
+        .as_array()
+        .expect("upstream");
+    servers
         .iter()
-        .find(|s| s.addr == server)
-        .map(|s| s.active())
-        .expect("server")
+        .find(|s| s["addr"] == server.to_string())
+        .and_then(|s| s["active_connections"].as_u64())
+        .expect("server") as usize
 }

@@ -366,7 +366,7 @@ pub fn serve_rlb(path: &Path) -> anyhow::Result<()> {
         tracing::info!(config = %path.display(), "rlb started");
         loop {
             tokio::select! {
-                _ = hangup.recv() => { let _ = rlb.reload(); }
+                _ = hangup.recv() => { let _ = rlb.reload().await; }
                 _ = terminate.recv() => break,
                 _ = interrupt.recv() => break,
             }

@@ -1,18 +1,21 @@
 //! Live server state (health, drain, weight, open connections, idle pool) that outlives
 //! configuration snapshots, and the registry that keys it by (upstream, address).
 
+mod rise_fall;
+mod stats;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crossbeam_queue::ArrayQueue;
+use hyper::client::conn::http1::SendRequest;
 
-use crate::proxy::pool::Idle;
+pub use rise_fall::{Counters, Flip};
+pub use stats::{CHECK_BUCKETS, ServerStats};
 
-/// How many idle keep-alive connections one server keeps at most.
-const IDLE_PER_SERVER: usize = 512;
+use crate::connect::{Pool, RequestBody};
 
 /// One server of one upstream, as it lives across reloads.
 pub struct Server {
@@ -33,52 +36,13 @@ pub struct Server {
     /// `u64::MAX` when there is none. A server down with a lag is down for lag alone.
     lag_ms: AtomicU64,
     pub stats: ServerStats,
-    pub health: Mutex<crate::health::Counters>,
+    pub health: Mutex<Counters>,
     /// Keep-alive connections to this server waiting for their next request.
-    pub(crate) idle: ArrayQueue<Idle>,
+    pub idle: Pool,
     /// Wakes whoever waits on this server (a request waiting for its response) when the
     /// server is ejected: a frozen server answers nothing, and they would otherwise wait
     /// for the whole response timeout.
     ejected: tokio::sync::Notify,
-}
-
-/// Counters exposed by /metrics; relaxed atomics, never reset.
-#[derive(Default)]
-pub struct ServerStats {
-    /// Requests forwarded (http) or sessions opened (tcp).
-    pub requests: AtomicU64,
-    pub connect_failures: AtomicU64,
-    pub response_failures: AtomicU64,
-    pub timeouts: AtomicU64,
-    pub check_failures: AtomicU64,
-    pub check_count: AtomicU64,
-    /// Sum of check latencies in microseconds, with `check_count` a mean.
-    pub check_micros: AtomicU64,
-    /// Checks by latency: `check_buckets[i]` counts those at most
-    /// `CHECK_BUCKETS[i]`, not counted in a lower bucket; the last, those slower
-    /// than every bound.
-    pub check_buckets: [AtomicU64; CHECK_BUCKETS.len() + 1],
-}
-
-/// Upper bounds, in seconds, of the check latency histogram: from a local connect
-/// (well under a millisecond) to the longest sensible check timeout.
-pub const CHECK_BUCKETS: [f64; 12] = [
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
-];
-
-impl ServerStats {
-    /// Counts one check that took `elapsed`.
-    pub fn record_check(&self, elapsed: Duration) {
-        let seconds = elapsed.as_secs_f64();
-        let bucket = CHECK_BUCKETS
-            .iter()
-            .position(|&bound| seconds <= bound)
-            .unwrap_or(CHECK_BUCKETS.len());
-        self.check_buckets[bucket].fetch_add(1, Ordering::Relaxed);
-        self.check_count.fetch_add(1, Ordering::Relaxed);
-        self.check_micros
-            .fetch_add(elapsed.as_micros() as u64, Ordering::Relaxed);
-    }
 }
 
 /// What the admin API and /status call a server's state.
@@ -111,8 +75,8 @@ impl Server {
             active: AtomicUsize::new(0),
             lag_ms: AtomicU64::new(u64::MAX),
             stats: ServerStats::default(),
-            health: Mutex::new(crate::health::Counters::default()),
-            idle: ArrayQueue::new(IDLE_PER_SERVER),
+            health: Mutex::new(Counters::default()),
+            idle: Pool::default(),
             ejected: tokio::sync::Notify::new(),
         }
     }
@@ -130,8 +94,7 @@ impl Server {
     pub(crate) fn set_up(&self, up: bool) {
         let was_up = self.up.swap(up, Ordering::Relaxed);
         if was_up && !up {
-            // Idle connections to a dead server would only fail the next request.
-            while self.idle.pop().is_some() {}
+            self.idle.clear();
             self.ejected.notify_waiters();
         }
     }
@@ -185,14 +148,12 @@ impl Server {
         }
     }
 
-    /// Takes an idle keep-alive connection that is still open, if any.
-    pub(crate) fn take_idle(&self, max_idle: Duration) -> Option<Idle> {
-        while let Some(idle) = self.idle.pop() {
-            if !idle.sender.is_closed() && idle.since.elapsed() < max_idle {
-                return Some(idle);
-            }
+    /// Takes back a connection whose response was read in full, for the next request;
+    /// a down server keeps none.
+    pub fn checkin(&self, sender: SendRequest<RequestBody>) {
+        if self.is_up() {
+            self.idle.put(sender);
         }
-        None
     }
 }
 
@@ -251,33 +212,9 @@ impl Registry {
     }
 }
 
-/// Milliseconds since the Unix epoch, for events and logs.
-pub fn now_millis() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn check_latency_goes_to_the_first_bucket_that_holds_it() {
-        let stats = ServerStats::default();
-        for ms in [0, 1, 700, 1000, 60_000] {
-            stats.record_check(Duration::from_millis(ms));
-        }
-        let counts: Vec<u64> = stats
-            .check_buckets
-            .iter()
-            .map(|b| b.load(Ordering::Relaxed))
-            .collect();
-        // 0 ms in 0.5 ms, 1 ms in 1 ms, 700 ms and 1 s in 1 s, 60 s above every bound.
-        assert_eq!(counts, [1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 2, 0, 1]);
-        assert_eq!(stats.check_count.load(Ordering::Relaxed), 5);
-        assert_eq!(stats.check_micros.load(Ordering::Relaxed), 61_701_000);
-    }
 
     #[tokio::test]
     async fn ejection_wakes_the_waiters_once() {

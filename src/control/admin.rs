@@ -15,11 +15,13 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::events::Event;
-use crate::runtime::{Rlb, Target};
+use super::Rlb;
+use crate::events::{Event, EventKind};
+use crate::server::Server;
+use crate::snapshot::{Shared, Target};
 
 /// The status page: one self-contained file, no CDN, no build step.
-const STATUS_PAGE: &str = include_str!("admin/status.html");
+const STATUS_PAGE: &str = include_str!("status.html");
 
 /// The largest request body the admin API reads (a weight change is a few bytes).
 const MAX_BODY: usize = 16 * 1024;
@@ -68,18 +70,20 @@ async fn handle(rlb: &Rlb, request: Request<Incoming>) -> Response<Full<Bytes>> 
             "text/html; charset=utf-8",
             STATUS_PAGE.to_string(),
         ),
-        (&Method::GET, ["status"]) => json_reply(StatusCode::OK, &status(rlb)),
+        (&Method::GET, ["status"]) => json_reply(StatusCode::OK, &status(rlb.shared())),
         (&Method::GET, ["metrics"]) => reply(
             StatusCode::OK,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            rlb.shared().metrics.encode(rlb.shared()),
+            rlb.shared()
+                .metrics
+                .encode(&rlb.shared().snapshot.load().upstreams),
         ),
         (&Method::GET, ["events"]) => reply(
             StatusCode::OK,
             "application/x-ndjson",
             rlb.shared().events.json_lines(),
         ),
-        (&Method::POST, ["reload"]) => match rlb.reload() {
+        (&Method::POST, ["reload"]) => match rlb.reload().await {
             Ok(generation) => {
                 json_reply(StatusCode::OK, &json!({ "config_generation": generation }))
             }
@@ -139,12 +143,12 @@ async fn server_action(
         "drain" => {
             server.set_draining(true);
             tracing::info!(upstream, server = %parsed, "server draining");
-            events.push(Event::new("drain").server(upstream, parsed));
+            events.push(Event::new(EventKind::Drain).server(upstream, parsed));
         }
         "enable" => {
             server.set_draining(false);
             tracing::info!(upstream, server = %parsed, "server enabled");
-            events.push(Event::new("enable").server(upstream, parsed));
+            events.push(Event::new(EventKind::Enable).server(upstream, parsed));
         }
         "weight" => {
             let weight = match read_weight(body).await {
@@ -155,7 +159,7 @@ async fn server_action(
             group.reweigh();
             tracing::info!(upstream, server = %parsed, weight, "server weight changed");
             events.push(
-                Event::new("weight")
+                Event::new(EventKind::Weight)
                     .server(upstream, parsed)
                     .detail(weight.to_string()),
             );
@@ -185,7 +189,7 @@ async fn read_weight(body: Incoming) -> Result<u32, String> {
     }
 }
 
-fn server_json(server: &crate::server::Server) -> Value {
+fn server_json(server: &Server) -> Value {
     let mut value = json!({
         "addr": server.addr.to_string(),
         "healthy": server.is_up(),
@@ -201,8 +205,8 @@ fn server_json(server: &crate::server::Server) -> Value {
 }
 
 /// The `GET /status` document of the contract.
-pub fn status(rlb: &Rlb) -> Value {
-    let snapshot = rlb.shared().snapshot.load();
+pub fn status(shared: &Shared) -> Value {
+    let snapshot = shared.snapshot.load();
     let mut upstreams = serde_json::Map::new();
     for upstream in &snapshot.upstreams {
         upstreams.insert(
@@ -215,18 +219,19 @@ pub fn status(rlb: &Rlb) -> Value {
     }
     let mut listeners = serde_json::Map::new();
     for listener in &snapshot.config.listeners {
+        let plan = snapshot.listeners.get(&listener.name);
         let mut value = json!({
             "bind": listener.bind.to_string(),
-            "addr": rlb.listener_addr(&listener.name).map(|a| a.to_string()),
+            "addr": plan.map(|p| p.local.to_string()),
             "mode": listener.mode.name(),
         });
-        match snapshot.listeners.get(&listener.name).map(|p| &p.target) {
+        match plan.map(|p| &p.target) {
             Some(Target::Tcp(upstream)) => value["upstream"] = json!(&*upstream.name),
             Some(Target::Http(routes)) => {
                 value["routes"] = routes
                     .0
                     .iter()
-                    .map(|r| json!({ "host": r.host.as_deref(), "path_prefix": r.path_prefix.as_deref(), "upstream": &*r.upstream.name }))
+                    .map(|r| json!({ "host": r.host.as_deref(), "path_prefix": r.path_prefix.as_deref(), "upstream": &*r.target.name }))
                     .collect();
             }
             None => {}
@@ -238,7 +243,7 @@ pub fn status(rlb: &Rlb) -> Value {
         "listeners": listeners,
         "config_generation": snapshot.generation,
         // rlb's clock, so a page can compute rates and ages without trusting its own.
-        "now_ms": crate::server::now_millis(),
+        "now_ms": crate::events::now_millis(),
     })
 }
 

@@ -1,0 +1,467 @@
+//! The semantic layer: the document walked table by table, each leaf table read by
+//! serde, then every cross-reference and value checked, all problems collected.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use toml::Spanned;
+use toml::de::{DeTable, DeValue};
+
+use super::collect::{Errors, Span, Value, finish};
+use super::raw::*;
+use super::*;
+
+pub(super) fn parse(text: &str, origin: &str) -> Result<Config, ConfigErrors> {
+    let mut errors = Errors {
+        text,
+        origin,
+        list: Vec::new(),
+    };
+    let (document, syntax) = DeTable::parse_recoverable(text);
+    if !syntax.is_empty() {
+        for e in syntax {
+            errors.toml(0..0, e);
+        }
+        return Err(finish(errors));
+    }
+
+    let mut global = None;
+    let mut admin = None;
+    let mut listener_values = Vec::new();
+    let mut upstream_values = Vec::new();
+    for (key, value) in document.get_ref().iter() {
+        match key.get_ref().as_ref() {
+            "global" => global = Some(errors.leaf::<RawGlobal>(value)),
+            "admin" => admin = errors.leaf::<RawAdmin>(value),
+            "listeners" => {
+                if let Some(t) = errors.table(value, "`listeners`") {
+                    listener_values = t.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+                }
+            }
+            "upstreams" => {
+                if let Some(t) = errors.table(value, "`upstreams`") {
+                    upstream_values = t.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+                }
+            }
+            other => errors.at(
+                key.span(),
+                format!("unknown key `{other}`, expected one of `global`, `admin`, `listeners`, `upstreams`"),
+            ),
+        }
+    }
+
+    let global = validate_global(&mut errors, global.flatten());
+    let admin = admin.and_then(|a| errors.addr(&a.bind).map(|bind| Admin { bind }));
+
+    let mut upstreams = Vec::new();
+    for (name, value) in &upstream_values {
+        if let Some(u) = validate_upstream(&mut errors, name.get_ref(), value) {
+            upstreams.push(u);
+        }
+    }
+    let known: HashSet<&str> = upstream_values
+        .iter()
+        .map(|(k, _)| k.get_ref().as_ref())
+        .collect();
+
+    let mut listeners = Vec::new();
+    let mut binds: Vec<(SocketAddr, String)> = Vec::new();
+    if let Some(a) = &admin {
+        binds.push((a.bind, "the admin listener".to_string()));
+    }
+    for (name, value) in &listener_values {
+        if let Some(listener) =
+            validate_listener(&mut errors, name.get_ref(), value, &known, &mut binds)
+        {
+            listeners.push(listener);
+        }
+    }
+    if listener_values.is_empty() && errors.list.is_empty() {
+        errors.at(
+            0..0,
+            "no listeners: add at least one `[listeners.NAME]` table",
+        );
+    }
+
+    if !errors.list.is_empty() {
+        return Err(finish(errors));
+    }
+    Ok(Config {
+        global,
+        admin,
+        listeners,
+        upstreams,
+    })
+}
+
+fn validate_global(errors: &mut Errors<'_>, raw: Option<RawGlobal>) -> Global {
+    let Some(raw) = raw else {
+        return Global {
+            workers: None,
+            shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
+            log_format: LogFormat::Text,
+            access_log: true,
+            watch_config: false,
+        };
+    };
+    Global {
+        workers: errors
+            .count("workers", &raw.workers, 1, 1024)
+            .map(|n| n as usize),
+        shutdown_timeout: errors.duration(&raw.shutdown_timeout, DEFAULT_SHUTDOWN_TIMEOUT),
+        log_format: raw.log_format.unwrap_or_default(),
+        access_log: raw.access_log.unwrap_or(true),
+        watch_config: raw.watch_config.unwrap_or(false),
+    }
+}
+
+fn validate_listener(
+    errors: &mut Errors<'_>,
+    name: &str,
+    value: &Value<'_>,
+    known: &HashSet<&str>,
+    binds: &mut Vec<(SocketAddr, String)>,
+) -> Option<ListenerConfig> {
+    let table = errors.table(value, &format!("listener `{name}`"))?;
+    let routes_value = table
+        .iter()
+        .find(|(k, _)| k.get_ref() == "routes")
+        .map(|(_, v)| v);
+    let raw: Option<RawListener> = errors.leaf(value);
+    // Routes are checked even when the rest of the table is not, to report everything.
+    let routes = routes_value.and_then(|r| validate_routes(errors, name, r, known));
+    let raw = raw?;
+    let bind = errors.addr(&raw.bind);
+    // Port 0 asks the kernel for a free port each time, so it never clashes.
+    if let Some(addr) = bind.filter(|a| a.port() != 0) {
+        match binds.iter().find(|(taken, _)| overlaps(*taken, addr)) {
+            Some((taken, other)) if *taken == addr => errors.at(
+                raw.bind.span(),
+                format!("duplicate bind {addr}: already used by {other}"),
+            ),
+            Some((taken, other)) => errors.at(
+                raw.bind.span(),
+                format!("duplicate bind {addr}: {other} binds {taken}, which takes this port on every address"),
+            ),
+            None => binds.push((addr, format!("listener `{name}`"))),
+        }
+    }
+    let idle_timeout =
+        errors.positive_duration("idle_timeout", &raw.idle_timeout, DEFAULT_IDLE_TIMEOUT);
+    let mode = raw.mode.as_ref().map_or(RawMode::Http, |m| *m.get_ref());
+    let mode_span = raw.mode.as_ref().map_or(value.span(), |m| m.span());
+
+    let mode = match mode {
+        RawMode::Tcp => {
+            if let Some(r) = routes_value {
+                errors.at(r.span(), format!("listener `{name}`: `routes` is only for http listeners; a tcp listener names one `upstream`"));
+            }
+            match &raw.upstream {
+                None => {
+                    errors.at(
+                        mode_span,
+                        format!("tcp listener `{name}` needs an `upstream`"),
+                    );
+                    None
+                }
+                Some(u) => check_reference(errors, u, known).then(|| Mode::Tcp {
+                    upstream: u.get_ref().clone(),
+                }),
+            }
+        }
+        RawMode::Http => {
+            if let Some(u) = &raw.upstream {
+                errors.at(u.span(), format!("listener `{name}`: `upstream` is only for tcp listeners; an http listener uses `routes = [{{ upstream = \"...\" }}]`"));
+            }
+            if routes_value.is_none() {
+                errors.at(mode_span, format!("http listener `{name}` needs `routes`"));
+            }
+            routes.map(|routes| Mode::Http { routes })
+        }
+    };
+    Some(ListenerConfig {
+        name: name.to_string(),
+        bind: bind?,
+        mode: mode?,
+        idle_timeout,
+    })
+}
+
+/// Two binds on one port clash when their addresses are equal or either is a wildcard
+/// (`0.0.0.0`, `[::]`, which on Linux also takes IPv4): the second bind would fail.
+fn overlaps(a: SocketAddr, b: SocketAddr) -> bool {
+    a.port() == b.port() && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
+}
+
+fn validate_routes(
+    errors: &mut Errors<'_>,
+    listener: &str,
+    value: &Value<'_>,
+    known: &HashSet<&str>,
+) -> Option<Vec<RouteConfig>> {
+    let DeValue::Array(items) = value.get_ref() else {
+        errors.at(
+            value.span(),
+            format!("listener `{listener}`: `routes` must be an array of tables"),
+        );
+        return None;
+    };
+    if items.is_empty() {
+        errors.at(
+            value.span(),
+            format!("http listener `{listener}` needs at least one route"),
+        );
+        return None;
+    }
+    let mut routes = Vec::new();
+    let mut ok = true;
+    for item in items.iter() {
+        let Some(raw) = errors.leaf::<RawRoute>(item) else {
+            ok = false;
+            continue;
+        };
+        ok &= check_reference(errors, &raw.upstream, known);
+        if let Some(p) = &raw.path_prefix
+            && !p.get_ref().starts_with('/')
+        {
+            errors.at(
+                p.span(),
+                format!(
+                    "`path_prefix` must start with '/', found \"{}\"",
+                    p.get_ref()
+                ),
+            );
+            ok = false;
+        }
+        routes.push(RouteConfig {
+            host: raw.host.map(|h| crate::route::normalize_host(h.get_ref())),
+            path_prefix: raw.path_prefix.map(Spanned::into_inner),
+            upstream: raw.upstream.into_inner(),
+        });
+    }
+    ok.then_some(routes)
+}
+
+fn check_reference(
+    errors: &mut Errors<'_>,
+    upstream: &Spanned<String>,
+    known: &HashSet<&str>,
+) -> bool {
+    if known.contains(upstream.get_ref().as_str()) {
+        return true;
+    }
+    let mut names: Vec<&str> = known.iter().copied().collect();
+    names.sort_unstable();
+    let hint = if names.is_empty() {
+        "no upstreams are defined".to_string()
+    } else {
+        format!("defined: {}", names.join(", "))
+    };
+    errors.at(
+        upstream.span(),
+        format!("unknown upstream `{}` ({hint})", upstream.get_ref()),
+    );
+    false
+}
+
+fn validate_upstream(
+    errors: &mut Errors<'_>,
+    name: &str,
+    value: &Value<'_>,
+) -> Option<UpstreamConfig> {
+    let table = errors.table(value, &format!("upstream `{name}`"))?;
+    let nested = |key: &str| {
+        table
+            .iter()
+            .find(|(k, _)| k.get_ref() == key)
+            .map(|(_, v)| v.clone())
+    };
+    let (servers_value, health_value) = (nested("servers"), nested("health"));
+    let raw: Option<RawUpstream> = errors.leaf(value);
+    let servers = match &servers_value {
+        None => {
+            errors.at(value.span(), format!("upstream `{name}` has no `servers`"));
+            None
+        }
+        Some(v) => validate_servers(errors, name, v),
+    };
+    let health = match &health_value {
+        None => Some(None),
+        Some(v) => validate_health(errors, v).map(Some),
+    };
+    let raw = raw?;
+    Some(UpstreamConfig {
+        name: name.to_string(),
+        balance: raw.balance.unwrap_or(Balance::RoundRobin),
+        connect_timeout: errors.positive_duration(
+            "connect_timeout",
+            &raw.connect_timeout,
+            DEFAULT_CONNECT_TIMEOUT,
+        ),
+        response_timeout: errors.positive_duration(
+            "response_timeout",
+            &raw.response_timeout,
+            DEFAULT_RESPONSE_TIMEOUT,
+        ),
+        servers: servers?,
+        health: health?,
+    })
+}
+
+fn validate_servers(
+    errors: &mut Errors<'_>,
+    upstream: &str,
+    value: &Value<'_>,
+) -> Option<Vec<ServerConfig>> {
+    let DeValue::Array(items) = value.get_ref() else {
+        errors.at(
+            value.span(),
+            format!("upstream `{upstream}`: `servers` must be an array"),
+        );
+        return None;
+    };
+    if items.is_empty() {
+        errors.at(
+            value.span(),
+            format!("upstream `{upstream}` has no servers"),
+        );
+        return None;
+    }
+    let mut servers: Vec<ServerConfig> = Vec::new();
+    let mut ok = true;
+    for item in items.iter() {
+        let (addr, weight) = match item.get_ref() {
+            DeValue::String(s) => (Spanned::new(item.span(), s.to_string()), None),
+            DeValue::Table(_) => match errors.leaf::<RawServer>(item) {
+                Some(raw) => (raw.addr, raw.weight),
+                None => {
+                    ok = false;
+                    continue;
+                }
+            },
+            other => {
+                errors.at(
+                    item.span(),
+                    format!(
+                        "a server is \"IP:PORT\" or {{ addr = \"IP:PORT\", weight = N }}, found {}",
+                        other.type_str()
+                    ),
+                );
+                ok = false;
+                continue;
+            }
+        };
+        let weight = match &weight {
+            None => Some(1),
+            Some(_) => errors
+                .count("weight", &weight, 1, MAX_WEIGHT as i64)
+                .map(|w| w as u32),
+        };
+        let Some(parsed) = errors.addr(&addr) else {
+            ok = false;
+            continue;
+        };
+        if servers.iter().any(|s| s.addr == parsed) {
+            errors.at(
+                addr.span(),
+                format!("duplicate server {parsed} in upstream `{upstream}`"),
+            );
+            ok = false;
+        }
+        match weight {
+            Some(weight) => servers.push(ServerConfig {
+                addr: parsed,
+                weight,
+            }),
+            None => ok = false,
+        }
+    }
+    ok.then_some(servers)
+}
+
+fn validate_health(errors: &mut Errors<'_>, value: &Value<'_>) -> Option<Health> {
+    let raw: RawHealth = errors.leaf(value)?;
+    let check_kind = *raw.check.get_ref();
+    let only = |errors: &mut Errors<'_>, key: &str, v: Option<Span>, allowed: RawCheck| {
+        if let Some(span) = v
+            && check_kind != allowed
+        {
+            let kind = match allowed {
+                RawCheck::Tcp => "tcp",
+                RawCheck::Http => "http",
+                RawCheck::Mysql => "mysql",
+            };
+            errors.at(span, format!("`{key}` is only for `check = \"{kind}\"`"));
+        }
+    };
+    only(
+        errors,
+        "path",
+        raw.path.as_ref().map(|v| v.span()),
+        RawCheck::Http,
+    );
+    only(
+        errors,
+        "user",
+        raw.user.as_ref().map(|v| v.span()),
+        RawCheck::Mysql,
+    );
+    only(
+        errors,
+        "password_env",
+        raw.password_env.as_ref().map(|v| v.span()),
+        RawCheck::Mysql,
+    );
+    only(
+        errors,
+        "max_replication_lag",
+        raw.max_replication_lag.as_ref().map(|v| v.span()),
+        RawCheck::Mysql,
+    );
+
+    let check = match check_kind {
+        RawCheck::Tcp => Some(Check::Tcp),
+        RawCheck::Http => {
+            let path = raw
+                .path
+                .map_or_else(|| "/".to_string(), Spanned::into_inner);
+            Some(Check::Http { path })
+        }
+        RawCheck::Mysql => match raw.user {
+            None => {
+                errors.at(
+                    raw.check.span(),
+                    "`check = \"mysql\"` needs a `user` to log in as",
+                );
+                None
+            }
+            Some(user) => Some(Check::Mysql {
+                user: user.into_inner(),
+                password_env: raw.password_env.map(Spanned::into_inner),
+                max_replication_lag: raw
+                    .max_replication_lag
+                    .as_ref()
+                    .map(|_| errors.duration(&raw.max_replication_lag, Duration::ZERO)),
+            }),
+        },
+    };
+    let interval = errors.positive_duration("interval", &raw.interval, DEFAULT_CHECK_INTERVAL);
+    // As HAProxy without `timeout check`: never longer than the interval, so a frozen
+    // server is ejected within `fall` intervals.
+    let timeout =
+        errors.positive_duration("timeout", &raw.timeout, DEFAULT_CHECK_TIMEOUT.min(interval));
+    let rise = errors
+        .count("rise", &raw.rise, 1, 100)
+        .map_or(DEFAULT_RISE, |n| n as u32);
+    let fall = errors
+        .count("fall", &raw.fall, 1, 100)
+        .map_or(DEFAULT_FALL, |n| n as u32);
+    Some(Health {
+        check: check?,
+        interval,
+        timeout,
+        rise,
+        fall,
+    })
+}

@@ -1,0 +1,259 @@
+//! Forwarding one request: route, pick a server, send over a pooled connection, and on
+//! failure try the next server as the error's retry rule allows.
+//!
+//! Independent of the client's HTTP version: it takes a `Request<Incoming>`, which
+//! hyper gives for HTTP/1 and HTTP/2 alike.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use http::{HeaderMap, Method, Request, Response, StatusCode, Uri};
+use http_body_util::{Either, Empty};
+use hyper::body::Incoming;
+use hyper::client::conn::http1::SendRequest;
+use hyper::upgrade::OnUpgrade;
+use tokio::sync::watch;
+
+use super::Connection;
+use super::access_log::AccessLog;
+use super::body::{ProxyBody, ServerBody};
+use super::headers::{host_of, is_idempotent, is_upgrade, strip_hop_by_hop};
+use super::upgrade;
+use crate::balance::{Tried, Upstream};
+use crate::connect::{ClientBody, RequestBody, checkout};
+use crate::error::{ProxyError, Retry};
+use crate::server::{Active, Server};
+
+/// A response from a server, with the connection it came on and its count.
+type Answered = (Response<Incoming>, (SendRequest<RequestBody>, Active));
+
+impl Connection {
+    /// Answers one request: the server's response, or rlb's own error response.
+    pub(super) async fn proxy(&self, mut request: Request<Incoming>) -> Response<ProxyBody> {
+        let start = Instant::now();
+        let Some(upstream) = self.route(&request) else {
+            let log = self.access_log(&request, start);
+            return self.fail(ProxyError::NoRoute, log, start);
+        };
+        let on_upgrade = is_upgrade(request.headers()).then(|| hyper::upgrade::on(&mut request));
+        self.forwarded.rewrite(&mut request, on_upgrade.is_some());
+        let log = self.access_log(&request, start);
+        match self.forward(&upstream, Outgoing::new(request)).await {
+            Ok(answered) => self.respond(answered, on_upgrade, log),
+            Err(error) => self.fail(error, log, start),
+        }
+    }
+
+    /// The upstream of the first matching route. A reload that removed the listener or
+    /// made it tcp leaves this connection on the routes it was accepted with.
+    fn route(&self, request: &Request<Incoming>) -> Option<Arc<Upstream>> {
+        let snapshot = self.shared.snapshot.load();
+        let routes = snapshot
+            .listeners
+            .get(&*self.listener)
+            .and_then(|p| p.routes())
+            .or_else(|| self.fallback.routes());
+        routes
+            .and_then(|r| r.find(host_of(request), request.uri().path()))
+            .cloned()
+    }
+
+    /// Tries the servers of `upstream` one at a time until one answers.
+    async fn forward(
+        &self,
+        upstream: &Upstream,
+        mut outgoing: Outgoing,
+    ) -> Result<Answered, ProxyError> {
+        let mut tried = Tried::default();
+        let mut last_error = None;
+        while let Some(index) = upstream.pick(&tried) {
+            tried.add(index);
+            let server = &upstream.servers[index];
+            let active = Active::new(server.clone());
+            let (sender, reused) =
+                match checkout(&server.idle, server.addr, upstream.connect_timeout).await {
+                    Ok(connection) => connection,
+                    Err(e) => {
+                        // Nothing was sent: any request goes to the next server.
+                        crate::health::passive_failure(&self.shared, server, &e);
+                        last_error = Some(e);
+                        continue;
+                    }
+                };
+            let Some(request) = outgoing.pending.take() else {
+                break;
+            };
+            server.stats.requests.fetch_add(1, Ordering::Relaxed);
+            let timeout = upstream.response_timeout;
+            match attempt(server, sender, request, &mut outgoing.progress, timeout).await {
+                Attempt::Answered(response, sender) => return Ok((response, (sender, active))),
+                Attempt::Unsent(request) => {
+                    // The connection closed before the request went out: it may go
+                    // again, to this server too when the connection was an old one.
+                    outgoing.pending = Some(request);
+                    if reused {
+                        tried = tried.without(index);
+                    }
+                }
+                Attempt::Failed(error) => {
+                    let retry = error.retry();
+                    last_error = Some(error);
+                    if retry != Retry::IfIdempotent || !outgoing.rebuild() {
+                        break;
+                    }
+                }
+            }
+        }
+        Err(last_error.unwrap_or_else(|| ProxyError::NoServer(upstream.name.clone())))
+    }
+
+    fn respond(
+        &self,
+        (response, connection): Answered,
+        on_upgrade: Option<OnUpgrade>,
+        mut log: Option<Box<AccessLog>>,
+    ) -> Response<ProxyBody> {
+        let status = response.status();
+        if let Some(log) = log.as_mut() {
+            log.status = status.as_u16();
+            log.server = Some(connection.1.server().addr);
+        }
+        if let (StatusCode::SWITCHING_PROTOCOLS, Some(client_side)) = (status, on_upgrade) {
+            let idle = self.idle_timeout;
+            return upgrade::start(&self.shared, response, client_side, connection, idle, log);
+        }
+        let (mut parts, body) = response.into_parts();
+        strip_hop_by_hop(&mut parts.headers, false);
+        Response::from_parts(parts, Either::Left(ServerBody::new(body, connection, log)))
+    }
+}
+
+/// The request on its way: taken for an attempt, given back when it never went out,
+/// rebuilt when it may go again.
+struct Outgoing {
+    pending: Option<Request<RequestBody>>,
+    /// What it takes to rebuild a request that may be sent again: only one that is
+    /// idempotent and has no body.
+    resend: Option<(Method, Uri, HeaderMap)>,
+    /// Each frame of the body sent, for the response timeout.
+    progress: Option<watch::Receiver<()>>,
+}
+
+impl Outgoing {
+    fn new(request: Request<Incoming>) -> Outgoing {
+        let (parts, body) = request.into_parts();
+        if !http_body::Body::is_end_stream(&body) {
+            let (body, progress) = ClientBody::new(body);
+            return Outgoing {
+                pending: Some(Request::from_parts(parts, Either::Left(body))),
+                resend: None,
+                progress: Some(progress),
+            };
+        }
+        let resend = is_idempotent(&parts.method).then(|| {
+            (
+                parts.method.clone(),
+                parts.uri.clone(),
+                parts.headers.clone(),
+            )
+        });
+        Outgoing {
+            pending: Some(Request::from_parts(parts, Either::Right(Empty::new()))),
+            resend,
+            progress: None,
+        }
+    }
+
+    /// Makes the request ready to go again; false when it may not.
+    fn rebuild(&mut self) -> bool {
+        let Some((method, uri, headers)) = &self.resend else {
+            return false;
+        };
+        let mut request = Request::new(Either::Right(Empty::new()));
+        *request.method_mut() = method.clone();
+        *request.uri_mut() = uri.clone();
+        *request.headers_mut() = headers.clone();
+        self.pending = Some(request);
+        true
+    }
+}
+
+/// How one attempt on one server ended.
+enum Attempt {
+    Answered(Response<Incoming>, SendRequest<RequestBody>),
+    /// hyper handed the request back: it never went out.
+    Unsent(Request<RequestBody>),
+    Failed(ProxyError),
+}
+
+/// Sends `request` on `sender` and waits for the response head, the response timeout
+/// or the server's ejection, whichever comes first; counts the failures on the server.
+async fn attempt(
+    server: &Server,
+    mut sender: SendRequest<RequestBody>,
+    request: Request<RequestBody>,
+    progress: &mut Option<watch::Receiver<()>>,
+    timeout: Duration,
+) -> Attempt {
+    let addr = server.addr;
+    // A server ejected while the request waits (a frozen one, by its checks' timeout)
+    // will not answer: give up on it now, not at the response timeout.
+    let ejected = server.ejected();
+    let sent = tokio::select! {
+        sent = response_within(sender.try_send_request(request), progress, timeout) => sent,
+        () = ejected => Some(Err(None)),
+    };
+    let error = match sent {
+        Some(Ok(response)) => return Attempt::Answered(response, sender),
+        Some(Err(Some(mut e))) => match e.take_message() {
+            Some(request) => return Attempt::Unsent(request),
+            None => ProxyError::Server {
+                addr,
+                source: e.into_error(),
+            },
+        },
+        Some(Err(None)) => ProxyError::Ejected { addr },
+        None => {
+            server.stats.timeouts.fetch_add(1, Ordering::Relaxed);
+            return Attempt::Failed(ProxyError::ResponseTimeout { addr, timeout });
+        }
+    };
+    server
+        .stats
+        .response_failures
+        .fetch_add(1, Ordering::Relaxed);
+    Attempt::Failed(error)
+}
+
+/// Waits for the response head. The `timeout` runs from the moment the request body
+/// has been sent in full, and while it is sent, from its last progress: a slow upload
+/// is not a slow server, and a stalled one still ends. `None` when it ran out.
+async fn response_within<T, E>(
+    response: impl Future<Output = Result<T, E>>,
+    progress: &mut Option<watch::Receiver<()>>,
+    timeout: Duration,
+) -> Option<Result<T, Option<E>>> {
+    tokio::pin!(response);
+    let deadline = tokio::time::sleep(timeout);
+    tokio::pin!(deadline);
+    loop {
+        let moved = async {
+            match progress.as_mut() {
+                Some(progress) => progress.changed().await.is_ok(),
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            output = &mut response => return Some(output.map_err(Some)),
+            () = &mut deadline => return None,
+            more = moved => {
+                if !more {
+                    *progress = None;
+                }
+                deadline.as_mut().reset(tokio::time::Instant::now() + timeout);
+            }
+        }
+    }
+}

@@ -1,0 +1,176 @@
+//! What every connection, check and admin request shares: the snapshot (immutable,
+//! built once per load, swapped whole) and the live state beside it that outlives it.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::balance::Upstream;
+use crate::config::{Config, Mode};
+use crate::events::Events;
+use crate::metrics::Metrics;
+use crate::route::{Route, Routes};
+use crate::server::Registry;
+
+/// The snapshot is the only thing swapped; the rest lives as long as the process.
+pub struct Shared {
+    pub snapshot: ArcSwap<Snapshot>,
+    pub registry: Registry,
+    pub events: Events,
+    pub metrics: Metrics,
+    /// Cancelled once, on graceful shutdown.
+    pub shutdown: CancellationToken,
+    /// Every client connection and tunnel, so shutdown can wait for them.
+    pub tracker: TaskTracker,
+    access_log: AtomicBool,
+}
+
+impl Shared {
+    pub fn new(snapshot: Snapshot) -> Shared {
+        let access_log = snapshot.config.global.access_log;
+        Shared {
+            snapshot: ArcSwap::from_pointee(snapshot),
+            registry: Registry::default(),
+            events: Events::default(),
+            metrics: Metrics::default(),
+            shutdown: CancellationToken::new(),
+            tracker: TaskTracker::new(),
+            access_log: AtomicBool::new(access_log),
+        }
+    }
+
+    #[inline]
+    pub fn access_log(&self) -> bool {
+        self.access_log.load(Ordering::Relaxed)
+    }
+
+    /// Makes `snapshot` the one in force.
+    pub fn publish(&self, snapshot: Snapshot) {
+        self.access_log
+            .store(snapshot.config.global.access_log, Ordering::Relaxed);
+        self.snapshot.store(Arc::new(snapshot));
+    }
+}
+
+/// Everything routing needs, immutable, built once per (re)load and loaded once per
+/// connection or request.
+pub struct Snapshot {
+    pub generation: u64,
+    pub config: Arc<Config>,
+    /// In file order.
+    pub upstreams: Vec<Arc<Upstream>>,
+    pub listeners: HashMap<String, Arc<ListenerPlan>>,
+    /// Where the admin API listens, when it does.
+    pub admin: Option<SocketAddr>,
+}
+
+impl Snapshot {
+    /// Generation 0: nothing configured yet, the state before the first load.
+    pub fn empty(config: Config) -> Snapshot {
+        Snapshot {
+            generation: 0,
+            config: Arc::new(config),
+            upstreams: Vec::new(),
+            listeners: HashMap::new(),
+            admin: None,
+        }
+    }
+
+    pub fn upstream(&self, name: &str) -> Option<&Arc<Upstream>> {
+        self.upstreams.iter().find(|u| &*u.name == name)
+    }
+}
+
+/// What a listener does with a connection.
+pub struct ListenerPlan {
+    /// The address it is bound to (the kernel's port when the file says `:0`).
+    pub local: SocketAddr,
+    pub idle_timeout: Duration,
+    pub target: Target,
+}
+
+pub enum Target {
+    Tcp(Arc<Upstream>),
+    Http(Routes<Arc<Upstream>>),
+}
+
+impl ListenerPlan {
+    pub fn routes(&self) -> Option<&Routes<Arc<Upstream>>> {
+        match &self.target {
+            Target::Http(routes) => Some(routes),
+            Target::Tcp(_) => None,
+        }
+    }
+}
+
+/// Builds the snapshot for `config`, taking each server's live state from the
+/// registry; `bound` gives each listener's local address.
+pub fn build(
+    config: &Config,
+    registry: &Registry,
+    generation: u64,
+    bound: &HashMap<String, SocketAddr>,
+    admin: Option<SocketAddr>,
+) -> Snapshot {
+    let upstreams: Vec<Arc<Upstream>> = config
+        .upstreams
+        .iter()
+        .map(|u| {
+            let name: Arc<str> = Arc::from(u.name.as_str());
+            let servers = u
+                .servers
+                .iter()
+                .map(|s| registry.server(&name, s.addr, s.weight))
+                .collect();
+            let mut upstream = Upstream::new(name, u.balance, servers);
+            upstream.connect_timeout = u.connect_timeout;
+            upstream.response_timeout = u.response_timeout;
+            Arc::new(upstream)
+        })
+        .collect();
+    let find = |name: &str| {
+        upstreams
+            .iter()
+            .find(|u| &*u.name == name)
+            .cloned()
+            .expect("validated configs only name defined upstreams")
+    };
+    let listeners = config
+        .listeners
+        .iter()
+        .map(|l| {
+            let target = match &l.mode {
+                Mode::Tcp { upstream } => Target::Tcp(find(upstream)),
+                Mode::Http { routes } => Target::Http(Routes(
+                    routes
+                        .iter()
+                        .map(|r| Route {
+                            host: r.host.as_deref().map(Box::from),
+                            path_prefix: r.path_prefix.as_deref().map(Box::from),
+                            target: find(&r.upstream),
+                        })
+                        .collect(),
+                )),
+            };
+            let plan = ListenerPlan {
+                local: bound.get(&l.name).copied().unwrap_or(l.bind),
+                idle_timeout: l.idle_timeout,
+                target,
+            };
+            (l.name.clone(), Arc::new(plan))
+        })
+        .collect();
+    Snapshot {
+        generation,
+        config: Arc::new(config.clone()),
+        upstreams,
+        listeners,
+        admin,
+    }
+}
