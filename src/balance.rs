@@ -102,14 +102,6 @@ impl Upstream {
             .map(|(i, _)| i)
     }
 
-    pub fn len(&self) -> usize {
-        self.servers.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.servers.is_empty()
-    }
-
     fn usable(&self, index: usize, tried: &Tried) -> bool {
         !tried.has(index) && self.servers[index].available()
     }

@@ -147,6 +147,7 @@ impl Events {
         out
     }
 
+    #[cfg(test)]
     pub fn snapshot(&self) -> Vec<Event> {
         let recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
         recent.iter().cloned().collect()

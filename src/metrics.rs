@@ -122,88 +122,77 @@ impl Metrics {
             "Configuration reloads, by result",
             self.reloads.clone(),
         );
-
-        let up = Family::<ServerLabels, Gauge>::default();
-        let active = Family::<ServerLabels, Gauge>::default();
-        let requests = Family::<ServerLabels, Counter>::default();
-        let connect_failures = Family::<ServerLabels, Counter>::default();
-        let response_failures = Family::<ServerLabels, Counter>::default();
-        let timeouts = Family::<ServerLabels, Counter>::default();
-        let checks = Family::<ServerLabels, Counter>::default();
-        let check_failures = Family::<ServerLabels, Counter>::default();
-        let check_seconds = Family::<ServerLabels, CheckLatency>::default();
-        for upstream in upstreams {
-            for server in &upstream.servers {
-                let labels = ServerLabels {
-                    upstream: upstream.name.to_string(),
-                    server: server.addr.to_string(),
-                };
-                let load =
-                    |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
-                let stats = &server.stats;
-                up.get_or_create(&labels).set(server.is_up() as i64);
-                active.get_or_create(&labels).set(server.active() as i64);
-                requests
-                    .get_or_create(&labels)
-                    .inc_by(load(&stats.requests));
-                connect_failures
-                    .get_or_create(&labels)
-                    .inc_by(load(&stats.connect_failures));
-                response_failures
-                    .get_or_create(&labels)
-                    .inc_by(load(&stats.response_failures));
-                timeouts
-                    .get_or_create(&labels)
-                    .inc_by(load(&stats.timeouts));
-                checks
-                    .get_or_create(&labels)
-                    .inc_by(load(&stats.check_count));
-                check_failures
-                    .get_or_create(&labels)
-                    .inc_by(load(&stats.check_failures));
-                check_seconds.get_or_create(&labels).read(stats);
-            }
-        }
-        registry.register("server_up", "1 when the server passes its checks", up);
-        registry.register(
-            "server_active_connections",
-            "Requests in flight plus open sessions and tunnels",
-            active,
-        );
-        registry.register(
-            "server_requests",
-            "Requests forwarded and sessions opened",
-            requests,
-        );
-        registry.register(
-            "server_connect_failures",
-            "Failed connects on the data path",
-            connect_failures,
-        );
-        registry.register(
-            "server_response_failures",
-            "Requests sent that got no response",
-            response_failures,
-        );
-        registry.register(
-            "server_timeouts",
-            "Requests that timed out waiting for a response",
-            timeouts,
-        );
-        registry.register("server_checks", "Health checks run", checks);
-        registry.register(
-            "server_check_failures",
-            "Health checks failed",
-            check_failures,
-        );
-        registry.register(
-            "server_check_duration_seconds",
-            "Health check latency",
-            check_seconds,
-        );
-
+        register_servers(&mut registry, upstreams);
         let mut out = String::new();
         let _ = encode(&mut out, &registry);
         out
     }
+}
+
+/// The per-server counters: name, help, and where the server keeps it.
+type ServerCounter = (&'static str, &'static str, fn(&ServerStats) -> &AtomicU64);
+
+const SERVER_COUNTERS: [ServerCounter; 6] = [
+    (
+        "server_requests",
+        "Requests forwarded and sessions opened",
+        |s| &s.requests,
+    ),
+    (
+        "server_connect_failures",
+        "Failed connects on the data path",
+        |s| &s.connect_failures,
+    ),
+    (
+        "server_response_failures",
+        "Requests sent that got no response",
+        |s| &s.response_failures,
+    ),
+    (
+        "server_timeouts",
+        "Requests that timed out waiting for a response",
+        |s| &s.timeouts,
+    ),
+    ("server_checks", "Health checks run", |s| &s.check_count),
+    ("server_check_failures", "Health checks failed", |s| {
+        &s.check_failures
+    }),
+];
+
+/// Every server's gauges and counters, read from its live state now.
+fn register_servers(registry: &mut Registry, upstreams: &[Arc<Upstream>]) {
+    let up = Family::<ServerLabels, Gauge>::default();
+    let active = Family::<ServerLabels, Gauge>::default();
+    let counters: Vec<Family<ServerLabels, Counter>> =
+        SERVER_COUNTERS.iter().map(|_| Family::default()).collect();
+    let check_seconds = Family::<ServerLabels, CheckLatency>::default();
+    for upstream in upstreams {
+        for server in &upstream.servers {
+            let labels = ServerLabels {
+                upstream: upstream.name.to_string(),
+                server: server.addr.to_string(),
+            };
+            up.get_or_create(&labels).set(server.is_up() as i64);
+            active.get_or_create(&labels).set(server.active() as i64);
+            for (family, (_, _, counter)) in counters.iter().zip(SERVER_COUNTERS) {
+                let value = counter(&server.stats).load(Ordering::Relaxed);
+                family.get_or_create(&labels).inc_by(value);
+            }
+            check_seconds.get_or_create(&labels).read(&server.stats);
+        }
+    }
+    registry.register("server_up", "1 when the server passes its checks", up);
+    registry.register(
+        "server_active_connections",
+        "Requests in flight plus open sessions and tunnels",
+        active,
+    );
+    for (family, (name, help, _)) in counters.into_iter().zip(SERVER_COUNTERS) {
+        registry.register(name, help, family);
+    }
+    registry.register(
+        "server_check_duration_seconds",
+        "Health check latency",
+        check_seconds,
+    );
 }

@@ -9,7 +9,8 @@ use serde::de::DeserializeOwned;
 use toml::Spanned;
 use toml::de::{DeTable, DeValue, ValueDeserializer};
 
-use super::{ConfigError, ConfigErrors, parse_duration};
+use super::duration::parse_duration;
+use super::types::{ConfigError, ConfigErrors};
 
 pub(super) type Span = Range<usize>;
 pub(super) type Value<'i> = Spanned<DeValue<'i>>;

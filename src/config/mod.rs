@@ -1,130 +1,21 @@
 //! The configuration file: TOML schema, validation with `file:line:col` errors, defaults.
 //!
 //! Two layers, as in sozu and rathole: raw serde structs with `deny_unknown_fields`
-//! (in `raw`), then the validated types below, whose fields cannot be wrong
-//! (`validate`, reporting through `collect`). serde stops at the first error of a
+//! (`raw`), then the validated types (`types`), whose fields cannot be wrong, made by
+//! `validate`, which reports through `collect`. serde stops at the first error of a
 //! struct, so the document is walked table by table and each leaf table is deserialized
 //! on its own: one run reports every problem in the file.
 
 mod collect;
 mod duration;
 mod raw;
+mod types;
 mod validate;
 
-use std::fmt;
-use std::net::SocketAddr;
 use std::path::Path;
-use std::time::Duration;
 
 pub use duration::parse_duration;
-pub use raw::{Balance, LogFormat};
-
-/// A validated configuration: every address parsed, every duration converted, every
-/// upstream reference resolved.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Config {
-    pub global: Global,
-    pub admin: Option<Admin>,
-    /// In file order; names are unique.
-    pub listeners: Vec<ListenerConfig>,
-    /// In file order; names are unique.
-    pub upstreams: Vec<UpstreamConfig>,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct Global {
-    /// Runtime worker threads; `None` means one per core.
-    pub workers: Option<usize>,
-    pub shutdown_timeout: Duration,
-    pub log_format: LogFormat,
-    pub access_log: bool,
-    pub watch_config: bool,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct Admin {
-    pub bind: SocketAddr,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct ListenerConfig {
-    pub name: String,
-    pub bind: SocketAddr,
-    pub mode: Mode,
-    /// How long a tcp session or an upgraded tunnel may stay silent in both directions.
-    pub idle_timeout: Duration,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub enum Mode {
-    Tcp { upstream: String },
-    Http { routes: Vec<RouteConfig> },
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct RouteConfig {
-    /// Lowercase, without a port.
-    pub host: Option<String>,
-    pub path_prefix: Option<String>,
-    pub upstream: String,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct UpstreamConfig {
-    pub name: String,
-    pub balance: Balance,
-    pub servers: Vec<ServerConfig>,
-    pub health: Option<Health>,
-    pub connect_timeout: Duration,
-    /// From the request sent in full to the response head received (while a body is on
-    /// its way, from its last progress); past it the client gets 504.
-    pub response_timeout: Duration,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ServerConfig {
-    pub addr: SocketAddr,
-    pub weight: u32,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct Health {
-    pub check: Check,
-    pub interval: Duration,
-    /// Bounds the whole probe: connect, greeting, reply.
-    pub timeout: Duration,
-    pub rise: u32,
-    pub fall: u32,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub enum Check {
-    Tcp,
-    Http {
-        path: String,
-    },
-    Mysql {
-        user: String,
-        /// The name of the environment variable holding the password, never the password.
-        password_env: Option<String>,
-        max_replication_lag: Option<Duration>,
-    },
-}
-
-pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
-/// Like nginx's `proxy_timeout` for streams.
-pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(600);
-/// HAProxy's usual `timeout connect`.
-pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// nginx's `proxy_read_timeout`.
-pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
-/// HAProxy's `inter`, `rise` and `fall` defaults.
-pub const DEFAULT_CHECK_INTERVAL: Duration = Duration::from_secs(2);
-/// The check timeout when none is given, or the interval if that is shorter.
-pub const DEFAULT_CHECK_TIMEOUT: Duration = Duration::from_secs(1);
-pub const DEFAULT_RISE: u32 = 2;
-pub const DEFAULT_FALL: u32 = 3;
-pub const MAX_WEIGHT: u32 = 1000;
+pub use types::*;
 
 impl Config {
     /// Reads and validates the file at `path`; errors name the path as given.
@@ -151,59 +42,6 @@ impl Config {
 
     pub fn upstream(&self, name: &str) -> Option<&UpstreamConfig> {
         self.upstreams.iter().find(|u| u.name == name)
-    }
-}
-
-impl Mode {
-    pub fn name(&self) -> &'static str {
-        match self {
-            Mode::Tcp { .. } => "tcp",
-            Mode::Http { .. } => "http",
-        }
-    }
-}
-
-impl Check {
-    pub fn name(&self) -> &'static str {
-        match self {
-            Check::Tcp => "tcp",
-            Check::Http { .. } => "http",
-            Check::Mysql { .. } => "mysql",
-        }
-    }
-}
-
-/// One problem in a configuration file, printed as `lb.toml:LINE:COL: message`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError {
-    pub origin: String,
-    /// 1-based line and column; `None` when the file could not be read at all.
-    pub position: Option<(usize, usize)>,
-    pub message: String,
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.position {
-            Some((line, col)) => write!(f, "{}:{line}:{col}: {}", self.origin, self.message),
-            None => write!(f, "{}: {}", self.origin, self.message),
-        }
-    }
-}
-
-/// Every problem found in one file, in file order.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub struct ConfigErrors(pub Vec<ConfigError>);
-
-impl fmt::Display for ConfigErrors {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, e) in self.0.iter().enumerate() {
-            if i > 0 {
-                writeln!(f)?;
-            }
-            write!(f, "{e}")?;
-        }
-        Ok(())
     }
 }
 

@@ -1,5 +1,7 @@
 //! Validation of configuration files: line:col of each bad config, defaults, every error in one run.
 
+use std::time::Duration;
+
 use super::*;
 
 fn errors(text: &str) -> Vec<String> {

@@ -10,7 +10,7 @@ use toml::de::{DeTable, DeValue};
 
 use super::collect::{Errors, Span, Value, finish};
 use super::raw::*;
-use super::*;
+use super::types::*;
 
 pub(super) fn parse(text: &str, origin: &str) -> Result<Config, ConfigErrors> {
     let mut errors = Errors {
@@ -25,42 +25,20 @@ pub(super) fn parse(text: &str, origin: &str) -> Result<Config, ConfigErrors> {
         }
         return Err(finish(errors));
     }
-
-    let mut global = None;
-    let mut admin = None;
-    let mut listener_values = Vec::new();
-    let mut upstream_values = Vec::new();
-    for (key, value) in document.get_ref().iter() {
-        match key.get_ref().as_ref() {
-            "global" => global = Some(errors.leaf::<RawGlobal>(value)),
-            "admin" => admin = errors.leaf::<RawAdmin>(value),
-            "listeners" => {
-                if let Some(t) = errors.table(value, "`listeners`") {
-                    listener_values = t.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-                }
-            }
-            "upstreams" => {
-                if let Some(t) = errors.table(value, "`upstreams`") {
-                    upstream_values = t.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-                }
-            }
-            other => errors.at(
-                key.span(),
-                format!("unknown key `{other}`, expected one of `global`, `admin`, `listeners`, `upstreams`"),
-            ),
-        }
-    }
-
-    let global = validate_global(&mut errors, global.flatten());
-    let admin = admin.and_then(|a| errors.addr(&a.bind).map(|bind| Admin { bind }));
+    let tables = Tables::read(&mut errors, document.get_ref());
+    let global = validate_global(&mut errors, tables.global.flatten());
+    let admin = tables
+        .admin
+        .and_then(|a| errors.addr(&a.bind).map(|bind| Admin { bind }));
 
     let mut upstreams = Vec::new();
-    for (name, value) in &upstream_values {
+    for (name, value) in &tables.upstreams {
         if let Some(u) = validate_upstream(&mut errors, name.get_ref(), value) {
             upstreams.push(u);
         }
     }
-    let known: HashSet<&str> = upstream_values
+    let known: HashSet<&str> = tables
+        .upstreams
         .iter()
         .map(|(k, _)| k.get_ref().as_ref())
         .collect();
@@ -70,14 +48,14 @@ pub(super) fn parse(text: &str, origin: &str) -> Result<Config, ConfigErrors> {
     if let Some(a) = &admin {
         binds.push((a.bind, "the admin listener".to_string()));
     }
-    for (name, value) in &listener_values {
+    for (name, value) in &tables.listeners {
         if let Some(listener) =
             validate_listener(&mut errors, name.get_ref(), value, &known, &mut binds)
         {
             listeners.push(listener);
         }
     }
-    if listener_values.is_empty() && errors.list.is_empty() {
+    if tables.listeners.is_empty() && errors.list.is_empty() {
         errors.at(
             0..0,
             "no listeners: add at least one `[listeners.NAME]` table",
@@ -93,6 +71,49 @@ pub(super) fn parse(text: &str, origin: &str) -> Result<Config, ConfigErrors> {
         listeners,
         upstreams,
     })
+}
+
+type Named<'i> = Vec<(Spanned<std::borrow::Cow<'i, str>>, Value<'i>)>;
+
+/// The top-level tables of the document, each read as far as it can be.
+struct Tables<'i> {
+    global: Option<Option<RawGlobal>>,
+    admin: Option<RawAdmin>,
+    listeners: Named<'i>,
+    upstreams: Named<'i>,
+}
+
+impl<'i> Tables<'i> {
+    fn read(errors: &mut Errors<'_>, document: &DeTable<'i>) -> Tables<'i> {
+        let mut tables = Tables {
+            global: None,
+            admin: None,
+            listeners: Vec::new(),
+            upstreams: Vec::new(),
+        };
+        let named = |t: &DeTable<'i>| t.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        for (key, value) in document.iter() {
+            match key.get_ref().as_ref() {
+                "global" => tables.global = Some(errors.leaf::<RawGlobal>(value)),
+                "admin" => tables.admin = errors.leaf::<RawAdmin>(value),
+                "listeners" => {
+                    if let Some(t) = errors.table(value, "`listeners`") {
+                        tables.listeners = named(t);
+                    }
+                }
+                "upstreams" => {
+                    if let Some(t) = errors.table(value, "`upstreams`") {
+                        tables.upstreams = named(t);
+                    }
+                }
+                other => errors.at(
+                    key.span(),
+                    format!("unknown key `{other}`, expected one of `global`, `admin`, `listeners`, `upstreams`"),
+                ),
+            }
+        }
+        tables
+    }
 }
 
 fn validate_global(errors: &mut Errors<'_>, raw: Option<RawGlobal>) -> Global {
@@ -383,42 +404,7 @@ fn validate_servers(
 fn validate_health(errors: &mut Errors<'_>, value: &Value<'_>) -> Option<Health> {
     let raw: RawHealth = errors.leaf(value)?;
     let check_kind = *raw.check.get_ref();
-    let only = |errors: &mut Errors<'_>, key: &str, v: Option<Span>, allowed: RawCheck| {
-        if let Some(span) = v
-            && check_kind != allowed
-        {
-            let kind = match allowed {
-                RawCheck::Tcp => "tcp",
-                RawCheck::Http => "http",
-                RawCheck::Mysql => "mysql",
-            };
-            errors.at(span, format!("`{key}` is only for `check = \"{kind}\"`"));
-        }
-    };
-    only(
-        errors,
-        "path",
-        raw.path.as_ref().map(|v| v.span()),
-        RawCheck::Http,
-    );
-    only(
-        errors,
-        "user",
-        raw.user.as_ref().map(|v| v.span()),
-        RawCheck::Mysql,
-    );
-    only(
-        errors,
-        "password_env",
-        raw.password_env.as_ref().map(|v| v.span()),
-        RawCheck::Mysql,
-    );
-    only(
-        errors,
-        "max_replication_lag",
-        raw.max_replication_lag.as_ref().map(|v| v.span()),
-        RawCheck::Mysql,
-    );
+    keys_of_other_checks(errors, &raw, check_kind);
 
     let check = match check_kind {
         RawCheck::Tcp => Some(Check::Tcp),
@@ -464,4 +450,45 @@ fn validate_health(errors: &mut Errors<'_>, value: &Value<'_>) -> Option<Health>
         rise,
         fall,
     })
+}
+
+/// `path` belongs to http checks, `user` and the rest to mysql ones: each key given to
+/// another kind of check is an error.
+fn keys_of_other_checks(errors: &mut Errors<'_>, raw: &RawHealth, check_kind: RawCheck) {
+    let only = |errors: &mut Errors<'_>, key: &str, v: Option<Span>, allowed: RawCheck| {
+        if let Some(span) = v
+            && check_kind != allowed
+        {
+            let kind = match allowed {
+                RawCheck::Tcp => "tcp",
+                RawCheck::Http => "http",
+                RawCheck::Mysql => "mysql",
+            };
+            errors.at(span, format!("`{key}` is only for `check = \"{kind}\"`"));
+        }
+    };
+    only(
+        errors,
+        "path",
+        raw.path.as_ref().map(|v| v.span()),
+        RawCheck::Http,
+    );
+    only(
+        errors,
+        "user",
+        raw.user.as_ref().map(|v| v.span()),
+        RawCheck::Mysql,
+    );
+    only(
+        errors,
+        "password_env",
+        raw.password_env.as_ref().map(|v| v.span()),
+        RawCheck::Mysql,
+    );
+    only(
+        errors,
+        "max_replication_lag",
+        raw.max_replication_lag.as_ref().map(|v| v.span()),
+        RawCheck::Mysql,
+    );
 }

@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use super::Rlb;
+use super::command::Commands;
 use crate::events::{Event, EventKind};
 use crate::server::Server;
 use crate::snapshot::{Shared, Target};
@@ -26,8 +26,15 @@ const STATUS_PAGE: &str = include_str!("status.html");
 /// The largest request body the admin API reads (a weight change is a few bytes).
 const MAX_BODY: usize = 16 * 1024;
 
+/// What the admin API reads and whom it asks to reload.
+#[derive(Clone)]
+pub(super) struct Api {
+    pub shared: Arc<Shared>,
+    pub commands: Commands,
+}
+
 /// Serves the admin API until `stop`.
-pub async fn serve(rlb: Rlb, listener: Arc<TcpListener>, stop: CancellationToken) {
+pub(super) async fn serve(api: Api, listener: Arc<TcpListener>, stop: CancellationToken) {
     loop {
         let (stream, _) = tokio::select! {
             _ = stop.cancelled() => return,
@@ -40,12 +47,12 @@ pub async fn serve(rlb: Rlb, listener: Arc<TcpListener>, stop: CancellationToken
                 }
             },
         };
-        let rlb = rlb.clone();
+        let api = api.clone();
         let stop = stop.clone();
         tokio::spawn(async move {
             let service = service_fn(move |request| {
-                let rlb = rlb.clone();
-                async move { Ok::<_, Infallible>(handle(&rlb, request).await) }
+                let api = api.clone();
+                async move { Ok::<_, Infallible>(handle(&api, request).await) }
             });
             let conn = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service);
@@ -61,7 +68,7 @@ pub async fn serve(rlb: Rlb, listener: Arc<TcpListener>, stop: CancellationToken
     }
 }
 
-async fn handle(rlb: &Rlb, request: Request<Incoming>) -> Response<Full<Bytes>> {
+async fn handle(api: &Api, request: Request<Incoming>) -> Response<Full<Bytes>> {
     let path = request.uri().path().to_string();
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     match (request.method(), segments.as_slice()) {
@@ -70,20 +77,20 @@ async fn handle(rlb: &Rlb, request: Request<Incoming>) -> Response<Full<Bytes>> 
             "text/html; charset=utf-8",
             STATUS_PAGE.to_string(),
         ),
-        (&Method::GET, ["status"]) => json_reply(StatusCode::OK, &status(rlb.shared())),
+        (&Method::GET, ["status"]) => json_reply(StatusCode::OK, &status(&api.shared)),
         (&Method::GET, ["metrics"]) => reply(
             StatusCode::OK,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            rlb.shared()
+            api.shared
                 .metrics
-                .encode(&rlb.shared().snapshot.load().upstreams),
+                .encode(&api.shared.snapshot.load().upstreams),
         ),
         (&Method::GET, ["events"]) => reply(
             StatusCode::OK,
             "application/x-ndjson",
-            rlb.shared().events.json_lines(),
+            api.shared.events.json_lines(),
         ),
-        (&Method::POST, ["reload"]) => match rlb.reload().await {
+        (&Method::POST, ["reload"]) => match api.commands.reload().await {
             Ok(generation) => {
                 json_reply(StatusCode::OK, &json!({ "config_generation": generation }))
             }
@@ -100,7 +107,7 @@ async fn handle(rlb: &Rlb, request: Request<Incoming>) -> Response<Full<Bytes>> 
                 percent_decode(addr),
                 action.to_string(),
             );
-            server_action(rlb, &upstream, &addr, &action, request.into_body()).await
+            server_action(api, &upstream, &addr, &action, request.into_body()).await
         }
         (_, ["status" | "metrics" | "events" | ""]) => method_not_allowed("GET"),
         (_, ["reload"]) | (_, ["upstreams", _, "servers", _, "drain" | "enable" | "weight"]) => {
@@ -112,14 +119,14 @@ async fn handle(rlb: &Rlb, request: Request<Incoming>) -> Response<Full<Bytes>> 
 
 /// `POST /upstreams/NAME/servers/ADDR/{drain,enable,weight}`.
 async fn server_action(
-    rlb: &Rlb,
+    api: &Api,
     upstream: &str,
     addr: &str,
     action: &str,
     body: Incoming,
 ) -> Response<Full<Bytes>> {
     let text = |status, message: String| reply(status, "text/plain; charset=utf-8", message + "\n");
-    let snapshot = rlb.shared().snapshot.load();
+    let snapshot = api.shared.snapshot.load();
     let Some(group) = snapshot.upstream(upstream) else {
         return text(
             StatusCode::NOT_FOUND,
@@ -138,7 +145,7 @@ async fn server_action(
             format!("no server {addr} in upstream `{upstream}`"),
         );
     };
-    let events = &rlb.shared().events;
+    let events = &api.shared.events;
     match action {
         "drain" => {
             server.set_draining(true);

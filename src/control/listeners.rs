@@ -8,7 +8,8 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use super::{ReloadError, Rlb};
+use super::admin::{self, Api};
+use super::command::{Commands, ReloadError};
 use crate::config::Config;
 use crate::events::{Event, EventKind};
 use crate::listener;
@@ -169,7 +170,13 @@ impl Listeners {
     }
 
     /// Moves the admin listener to a new socket, or stops it when `[admin]` is gone.
-    pub fn swap_admin(&mut self, rlb: &Rlb, config: &Config, socket: Option<Arc<TcpListener>>) {
+    pub fn swap_admin(
+        &mut self,
+        shared: &Arc<Shared>,
+        commands: &Commands,
+        config: &Config,
+        socket: Option<Arc<TcpListener>>,
+    ) {
         let bind = config.admin.as_ref().map(|a| a.bind);
         if (bind.is_none() || socket.is_some())
             && let Some(old) = self.admin.take()
@@ -179,11 +186,11 @@ impl Listeners {
         if let (Some(socket), Some(bind)) = (socket, bind) {
             let local = socket.local_addr().unwrap_or(bind);
             let stop = CancellationToken::new();
-            tokio::spawn(super::admin::serve(
-                rlb.clone(),
-                socket.clone(),
-                stop.clone(),
-            ));
+            let api = Api {
+                shared: shared.clone(),
+                commands: commands.clone(),
+            };
+            tokio::spawn(admin::serve(api, socket.clone(), stop.clone()));
             tracing::info!(addr = %local, "admin listening");
             self.admin = Some(Running {
                 bind,

@@ -8,7 +8,10 @@
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
-use super::Rlb;
+use std::sync::Arc;
+
+use super::command::Commands;
+use crate::snapshot::Shared;
 
 const POLL: Duration = Duration::from_millis(500);
 
@@ -32,15 +35,15 @@ fn stamp(path: &PathBuf) -> Option<Stamp> {
 
 /// Watches `path` until shutdown; acts only while the running configuration says
 /// `watch_config = true`.
-pub(super) async fn run(rlb: Rlb, path: PathBuf) {
-    let shutdown = rlb.shared().shutdown.clone();
+pub(super) async fn run(shared: Arc<Shared>, commands: Commands, path: PathBuf) {
+    let shutdown = shared.shutdown.clone();
     tokio::select! {
-        () = poll(&rlb, &path) => {}
+        () = poll(&shared, &commands, &path) => {}
         () = shutdown.cancelled() => {}
     }
 }
 
-async fn poll(rlb: &Rlb, path: &PathBuf) {
+async fn poll(shared: &Shared, commands: &Commands, path: &PathBuf) {
     let mut seen = stamp(path);
     loop {
         tokio::time::sleep(POLL).await;
@@ -65,9 +68,9 @@ async fn poll(rlb: &Rlb, path: &PathBuf) {
             continue;
         }
         seen = settled;
-        if rlb.shared().snapshot.load().config.global.watch_config {
+        if shared.snapshot.load().config.global.watch_config {
             tracing::info!(config = %path.display(), "file changed: reloading");
-            let _ = rlb.reload().await;
+            let _ = commands.reload().await;
         }
     }
 }

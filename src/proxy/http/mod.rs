@@ -4,6 +4,7 @@
 
 mod access_log;
 mod body;
+mod error;
 mod forward;
 mod headers;
 mod upgrade;
@@ -22,10 +23,10 @@ use tokio::net::TcpStream;
 
 pub use body::ProxyBody;
 
-use super::error::error_response;
 use crate::error::{ProxyError, Side};
 use crate::snapshot::{ListenerPlan, Shared};
 use access_log::AccessLog;
+use error::error_response;
 use headers::Forwarded;
 
 /// How long a client may take to send a request head, and how long an idle keep-alive

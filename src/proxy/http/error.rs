@@ -4,7 +4,7 @@ use bytes::Bytes;
 use http::{HeaderValue, Response, header};
 use http_body_util::{Either, Full};
 
-use super::http::ProxyBody;
+use super::body::ProxyBody;
 use crate::error::ProxyError;
 
 /// The only place that builds an error response: a status and a short plain-text body
