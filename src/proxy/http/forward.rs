@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use http::{HeaderMap, Method, Request, Response, StatusCode, Uri};
+use http::{HeaderMap, Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::{Either, Empty};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
@@ -38,10 +38,12 @@ impl Connection {
             return self.fail(ProxyError::NoRoute, log, start);
         };
         let on_upgrade = is_upgrade(request.headers()).then(|| hyper::upgrade::on(&mut request));
+        // The client is answered in its own version, whatever the server spoke.
+        let version = request.version();
         self.forwarded.rewrite(&mut request, on_upgrade.is_some());
         let log = self.access_log(&request, start);
         match self.forward(&upstream, Outgoing::new(request)).await {
-            Ok(answered) => self.respond(answered, on_upgrade, log),
+            Ok(answered) => self.respond(answered, version, on_upgrade, log),
             Err(error) => self.fail(error, log, start),
         }
     }
@@ -109,9 +111,13 @@ impl Connection {
         Err(last_error.unwrap_or_else(|| ProxyError::NoServer(upstream.name.clone())))
     }
 
+    /// The server's response as the client gets it: in the client's HTTP version (an
+    /// HTTP/1.0 server's body, delimited by its close, goes on chunked to an HTTP/1.1
+    /// client, whose connection stays open), or the start of a tunnel.
     fn respond(
         &self,
         (response, connection): Answered,
+        version: Version,
         on_upgrade: Option<OnUpgrade>,
         mut log: Option<Box<AccessLog>>,
     ) -> Response<ProxyBody> {
@@ -126,6 +132,7 @@ impl Connection {
         }
         let (mut parts, body) = response.into_parts();
         strip_hop_by_hop(&mut parts.headers, false);
+        parts.version = version;
         Response::from_parts(parts, Either::Left(ServerBody::new(body, connection, log)))
     }
 }
