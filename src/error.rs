@@ -82,6 +82,17 @@ impl ProxyError {
         )
     }
 
+    /// Every value [`ProxyError::kind`] takes, so the metrics show each from the start.
+    pub const KINDS: [&'static str; 7] = [
+        "no_route",
+        "no_server",
+        "connect",
+        "connect_timeout",
+        "server",
+        "timeout",
+        "ejected",
+    ];
+
     /// A short name for logs and the `kind` label of the error metrics.
     pub fn kind(&self) -> &'static str {
         match self {

@@ -13,6 +13,7 @@ use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::Registry;
 
 use crate::balance::Upstream;
+use crate::error::ProxyError;
 use crate::server::{CHECK_BUCKETS, ServerStats};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -82,10 +83,36 @@ impl EncodeMetric for CheckLatency {
 }
 
 /// The counters that are not server state: errors by kind and reloads by result.
-#[derive(Default)]
 pub struct Metrics {
     errors: Family<KindLabel, Counter>,
     reloads: Family<ResultLabel, Counter>,
+}
+
+/// The values of `rlb_reloads_total{result}`.
+const RELOAD_RESULTS: [&str; 2] = ["ok", "failed"];
+
+impl Default for Metrics {
+    /// Every label value is there from the start, at 0, so that a dashboard shows 0
+    /// rather than "no data" until the first error or reload.
+    fn default() -> Metrics {
+        let metrics = Metrics {
+            errors: Family::default(),
+            reloads: Family::default(),
+        };
+        for kind in ProxyError::KINDS {
+            let label = KindLabel {
+                kind: kind.to_string(),
+            };
+            metrics.errors.get_or_create(&label).inc_by(0);
+        }
+        for result in RELOAD_RESULTS {
+            let label = ResultLabel {
+                result: result.to_string(),
+            };
+            metrics.reloads.get_or_create(&label).inc_by(0);
+        }
+        metrics
+    }
 }
 
 impl Metrics {
@@ -101,7 +128,7 @@ impl Metrics {
     }
 
     pub fn reload(&self, ok: bool) {
-        let result = if ok { "ok" } else { "failed" };
+        let result = RELOAD_RESULTS[if ok { 0 } else { 1 }];
         self.reloads
             .get_or_create(&ResultLabel {
                 result: result.to_string(),
@@ -172,7 +199,7 @@ fn register_servers(registry: &mut Registry, upstreams: &[Arc<Upstream>]) {
                 upstream: upstream.name.to_string(),
                 server: server.addr.to_string(),
             };
-            up.get_or_create(&labels).set(server.is_up() as i64);
+            up.get_or_create(&labels).set(server.healthy() as i64);
             active.get_or_create(&labels).set(server.active() as i64);
             for (family, (_, _, counter)) in counters.iter().zip(SERVER_COUNTERS) {
                 let value = counter(&server.stats).load(Ordering::Relaxed);
@@ -181,7 +208,11 @@ fn register_servers(registry: &mut Registry, upstreams: &[Arc<Upstream>]) {
             check_seconds.get_or_create(&labels).read(&server.stats);
         }
     }
-    registry.register("server_up", "1 when the server passes its checks", up);
+    registry.register(
+        "server_up",
+        "1 when the server is healthy: it passes its checks, or, without checks, its last connect did not fail",
+        up,
+    );
     registry.register(
         "server_active_connections",
         "Requests in flight plus open sessions and tunnels",
@@ -195,4 +226,23 @@ fn register_servers(registry: &mut Registry, upstreams: &[Arc<Upstream>]) {
         "Health check latency",
         check_seconds,
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_error_kind_and_reload_result_is_exposed_from_the_start() {
+        let text = Metrics::default().encode(&[]);
+        assert!(text.contains("# HELP rlb_errors Requests and sessions that failed, by kind"));
+        for kind in ProxyError::KINDS {
+            let line = format!("rlb_errors_total{{kind=\"{kind}\"}} 0\n");
+            assert!(text.contains(&line), "no {line} in:\n{text}");
+        }
+        for result in RELOAD_RESULTS {
+            let line = format!("rlb_reloads_total{{result=\"{result}\"}} 0\n");
+            assert!(text.contains(&line), "no {line} in:\n{text}");
+        }
+    }
 }

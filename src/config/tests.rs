@@ -323,3 +323,22 @@ fn the_check_timeout_defaults_to_the_interval_when_shorter() {
         DEFAULT_CHECK_TIMEOUT
     );
 }
+
+#[test]
+fn unknown_upstream_in_a_route() {
+    one_error(
+        "[listeners.web]\nbind = \"127.0.0.1:8080\"\nroutes = [{ upstream = \"nope\" }]\n\
+         [upstreams.app]\nservers = [\"127.0.0.1:9001\"]\n",
+        "3:24",
+        "unknown upstream `nope` (defined: app)",
+    );
+}
+
+#[test]
+fn http_listener_without_mode_or_routes_is_reported_at_its_table() {
+    one_error(
+        "[listeners.web]\nbind = \"127.0.0.1:8080\"\n[upstreams.app]\nservers = [\"127.0.0.1:9001\"]\n",
+        "1:1",
+        "http listener `web` needs `routes`",
+    );
+}

@@ -94,10 +94,10 @@ async fn handle(api: &Api, request: Request<Incoming>) -> Response<Full<Bytes>> 
             Ok(generation) => {
                 json_reply(StatusCode::OK, &json!({ "config_generation": generation }))
             }
-            Err(e) => reply(
+            // One entry per problem, each `lb.toml:LINE:COL: message` for a bad file.
+            Err(e) => json_reply(
                 StatusCode::BAD_REQUEST,
-                "text/plain; charset=utf-8",
-                format!("{e}\n"),
+                &json!({ "error": "reload refused", "errors": e.to_string().lines().collect::<Vec<_>>() }),
             ),
         },
         (&Method::POST, ["upstreams", upstream, "servers", addr, action]) => {
@@ -199,7 +199,7 @@ async fn read_weight(body: Incoming) -> Result<u32, String> {
 fn server_json(server: &Server) -> Value {
     let mut value = json!({
         "addr": server.addr.to_string(),
-        "healthy": server.is_up(),
+        "healthy": server.healthy(),
         "active_connections": server.active(),
         "weight": server.weight(),
         "state": server.state().name(),

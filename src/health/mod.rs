@@ -63,6 +63,8 @@ pub(crate) fn passive_failure(shared: &Shared, server: &Arc<Server>, error: &Pro
     let checked = server.health.lock().map(|c| c.checked).unwrap_or(false);
     if checked && error.is_connect() {
         let _ = record(shared, server, false, &reason(error));
+    } else if error.is_connect() {
+        server.connect_failed();
     }
 }
 

@@ -37,6 +37,7 @@ pub async fn session(
                 continue;
             }
         };
+        server.connected();
         server.stats.requests.fetch_add(1, Ordering::Relaxed);
         #[cfg(target_os = "linux")]
         let totals = super::zerocopy::splice_tcp(&client, &stream, idle).await;

@@ -25,6 +25,9 @@ pub struct Server {
     up: AtomicBool,
     /// Set by the admin API: no new requests or sessions, open ones run on.
     draining: AtomicBool,
+    /// Without checks: its last connect on the data path failed. It stays in rotation
+    /// (nothing else would bring it back) but is not counted healthy.
+    failing: AtomicBool,
     /// The weight in force: the file's, or the admin API's until the file changes it.
     weight: AtomicU32,
     /// The weight the file last gave, to tell a changed file from an unchanged one.
@@ -70,6 +73,7 @@ impl Server {
             addr,
             up: AtomicBool::new(true),
             draining: AtomicBool::new(false),
+            failing: AtomicBool::new(false),
             weight: AtomicU32::new(weight),
             file_weight: AtomicU32::new(weight),
             active: AtomicUsize::new(0),
@@ -85,6 +89,25 @@ impl Server {
     #[inline]
     pub fn available(&self) -> bool {
         self.up.load(Ordering::Relaxed) && !self.draining.load(Ordering::Relaxed)
+    }
+
+    /// What `rlb_server_up` and `/status` `healthy` say: up by its checks, or, without
+    /// checks, its last connect on the data path did not fail.
+    pub fn healthy(&self) -> bool {
+        self.is_up() && !self.failing.load(Ordering::Relaxed)
+    }
+
+    /// A connect on the data path failed (see `failing`).
+    pub(crate) fn connect_failed(&self) {
+        self.failing.store(true, Ordering::Relaxed);
+    }
+
+    /// A new connection to the server opened; read first, so that the usual case
+    /// writes nothing.
+    pub(crate) fn connected(&self) {
+        if self.failing.load(Ordering::Relaxed) {
+            self.failing.store(false, Ordering::Relaxed);
+        }
     }
 
     pub fn is_up(&self) -> bool {

@@ -84,6 +84,9 @@ impl Connection {
                         continue;
                     }
                 };
+            if !reused {
+                server.connected();
+            }
             let Some(request) = outgoing.pending.take() else {
                 break;
             };
