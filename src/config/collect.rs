@@ -43,15 +43,57 @@ impl<'a> Errors<'a> {
         self.at(e.span().unwrap_or(fallback), message);
     }
 
-    /// Deserializes one leaf table; on failure records the error and returns `None`.
+    /// Deserializes one leaf table, reporting every bad key in it (not only serde's
+    /// first); `None` when any key was bad.
     pub(super) fn leaf<T: DeserializeOwned>(&mut self, value: &Value<'_>) -> Option<T> {
+        self.partial(value)
+            .and_then(|(t, complete)| complete.then_some(t))
+    }
+
+    /// Like `leaf`, but also gives what the good keys make when some were bad (then
+    /// `false`), so that their own checks still run and report.
+    ///
+    /// serde stops at a struct's first error: each bad key is reported and taken out,
+    /// and the rest read again, until what is left reads.
+    pub(super) fn partial<T: DeserializeOwned>(&mut self, value: &Value<'_>) -> Option<(T, bool)> {
         let span = value.span();
-        match T::deserialize(ValueDeserializer::from(value.clone())) {
-            Ok(t) => Some(t),
-            Err(e) => {
-                self.toml(span, e);
-                None
-            }
+        let mut current = value.clone();
+        let mut removed: Vec<String> = Vec::new();
+        loop {
+            let error = match T::deserialize(ValueDeserializer::from(current.clone())) {
+                Ok(t) => return Some((t, removed.is_empty())),
+                Err(e) => e,
+            };
+            let DeValue::Table(table) = current.get_mut() else {
+                self.toml(span, error);
+                return None;
+            };
+            let at = error.span().unwrap_or(span.clone());
+            let message = error.message().trim_end().replace('\n', " ");
+            // An unknown key is named by the message; any other error sits in a value.
+            let unknown = message
+                .strip_prefix("unknown field `")
+                .and_then(|rest| rest.split('`').next());
+            let bad = table
+                .iter()
+                .find(|(k, v)| match unknown {
+                    Some(name) => k.get_ref() == name,
+                    None => contains(&v.span(), &at),
+                })
+                .map(|(k, _)| k.clone());
+            let Some(key) = bad else {
+                // A missing key whose bad value was taken out was reported already.
+                if !removed
+                    .iter()
+                    .any(|k| message == format!("missing field `{k}`"))
+                {
+                    self.at(at, message);
+                }
+                return None;
+            };
+            self.at(at, explain(key.get_ref(), &message));
+            removed.push(key.get_ref().to_string());
+            table.remove(&key);
         }
     }
 
@@ -145,4 +187,68 @@ impl<'a> Errors<'a> {
 pub(super) fn finish(mut errors: Errors<'_>) -> ConfigErrors {
     errors.list.sort_by_key(|(offset, _)| *offset);
     ConfigErrors(errors.list.into_iter().map(|(_, e)| e).collect())
+}
+
+fn contains(outer: &Span, inner: &Span) -> bool {
+    outer.start <= inner.start && inner.end <= outer.end
+}
+
+/// serde's message, with what a person would ask next: the key that was probably
+/// meant, or how a duration is written.
+fn explain(key: &str, message: &str) -> String {
+    if let Some(rest) = message.strip_prefix("unknown field `") {
+        let expected: Vec<&str> = rest
+            .split('`')
+            .skip(1)
+            .filter(|s| !s.contains(',') && !s.trim().is_empty() && !s.contains(' '))
+            .collect();
+        if let Some(near) = closest(key, &expected) {
+            return format!("{message}; did you mean `{near}`?");
+        }
+        return message.to_string();
+    }
+    if DURATION_KEYS.contains(&key) && message.contains("expected a string") {
+        return format!(
+            "`{key}` is a duration: a string with a unit (ms, s, m, h), e.g. {key} = \"1s\""
+        );
+    }
+    message.to_string()
+}
+
+/// The keys whose values are durations.
+const DURATION_KEYS: [&str; 7] = [
+    "shutdown_timeout",
+    "idle_timeout",
+    "connect_timeout",
+    "response_timeout",
+    "interval",
+    "timeout",
+    "max_replication_lag",
+];
+
+/// The candidate at most two edits from `word` (the nearest), if any.
+fn closest<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str> {
+    candidates
+        .iter()
+        .map(|c| (edit_distance(word, c), *c))
+        .filter(|&(d, _)| d <= 2)
+        .min_by_key(|&(d, _)| d)
+        .map(|(_, c)| c)
+}
+
+/// Levenshtein distance, for "did you mean": keys are short, so the plain quadratic
+/// table is plenty.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut previous = row[0];
+        row[0] = i + 1;
+        for (j, &cb) in b.iter().enumerate() {
+            let substitute = previous + usize::from(ca != cb);
+            previous = row[j + 1];
+            row[j + 1] = substitute.min(row[j] + 1).min(previous + 1);
+        }
+    }
+    row[b.len()]
 }

@@ -8,6 +8,7 @@
 
 mod collect;
 mod duration;
+mod health;
 mod raw;
 mod types;
 mod validate;

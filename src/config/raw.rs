@@ -103,7 +103,9 @@ pub(super) struct RawServer {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawHealth {
-    pub(super) check: Spanned<RawCheck>,
+    /// Optional here so that a bad `check` does not hide the other keys' problems;
+    /// its absence is reported in validation.
+    pub(super) check: Option<Spanned<RawCheck>>,
     pub(super) path: Option<Spanned<String>>,
     pub(super) interval: Option<Spanned<String>>,
     pub(super) timeout: Option<Spanned<String>>,

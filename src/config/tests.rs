@@ -342,3 +342,56 @@ fn http_listener_without_mode_or_routes_is_reported_at_its_table() {
         "http listener `web` needs `routes`",
     );
 }
+
+/// Every bad key of one table is reported, not only serde's first, and a bad `check`
+/// does not hide the schedule's problems beside it.
+#[test]
+fn every_bad_key_of_a_table_is_reported() {
+    let text = format!(
+        "{TCP_OK}\n[upstreams.replicas.health]\ncheck = \"https\"\ninterval = \"1\"\n\
+         timeout = 5\nrise = \"two\"\nfalls = 2\n"
+    );
+    let found = errors(&text);
+    assert_eq!(found.len(), 5, "{found:#?}");
+    let expect = [
+        ("lb.toml:11:9:", "unknown variant `https`"),
+        ("lb.toml:12:12:", "bad duration `1`"),
+        (
+            "lb.toml:13:11:",
+            "`timeout` is a duration: a string with a unit",
+        ),
+        ("lb.toml:14:8:", "invalid type: string \"two\""),
+        ("lb.toml:15:1:", "unknown field `falls`"),
+    ];
+    for (line, (position, needle)) in found.iter().zip(expect) {
+        assert!(line.starts_with(position), "{line} is not at {position}");
+        assert!(line.contains(needle), "{line} does not say {needle}");
+    }
+    assert!(found[4].ends_with("did you mean `fall`?"), "{}", found[4]);
+}
+
+#[test]
+fn a_misspelt_key_gets_a_did_you_mean() {
+    let text = "[listeners.web]\nbind = \"127.0.0.1:8080\"\nroutes = [{ upstream = \"app\" }]\n\
+                [upstreams.app]\nbalanse = \"least_conn\"\nservers = [\"127.0.0.1:9001\"]\n";
+    one_error(text, "5:1", "unknown field `balanse`");
+    assert!(errors(text)[0].ends_with("did you mean `balance`?"));
+    // Nothing close: no guess.
+    let far = text.replace("balanse", "strategy");
+    assert!(
+        !errors(&far)[0].contains("did you mean"),
+        "{:?}",
+        errors(&far)
+    );
+}
+
+#[test]
+fn a_duration_written_as_a_number_says_how_to_write_it() {
+    let text = "[global]\nshutdown_timeout = 30\n[listeners.web]\nbind = \"127.0.0.1:8080\"\n\
+                routes = [{ upstream = \"app\" }]\n[upstreams.app]\nservers = [\"127.0.0.1:9001\"]\n";
+    one_error(
+        text,
+        "2:20",
+        "`shutdown_timeout` is a duration: a string with a unit (ms, s, m, h), e.g. shutdown_timeout = \"1s\"",
+    );
+}

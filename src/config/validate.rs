@@ -3,12 +3,12 @@
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
-use super::collect::{Errors, Span, Value, finish};
+use super::collect::{Errors, Value, finish};
+use super::health::validate_health;
 use super::raw::*;
 use super::types::*;
 
@@ -399,96 +399,4 @@ fn validate_servers(
         }
     }
     ok.then_some(servers)
-}
-
-fn validate_health(errors: &mut Errors<'_>, value: &Value<'_>) -> Option<Health> {
-    let raw: RawHealth = errors.leaf(value)?;
-    let check_kind = *raw.check.get_ref();
-    keys_of_other_checks(errors, &raw, check_kind);
-
-    let check = match check_kind {
-        RawCheck::Tcp => Some(Check::Tcp),
-        RawCheck::Http => {
-            let path = raw
-                .path
-                .map_or_else(|| "/".to_string(), Spanned::into_inner);
-            Some(Check::Http { path })
-        }
-        RawCheck::Mysql => match raw.user {
-            None => {
-                errors.at(
-                    raw.check.span(),
-                    "`check = \"mysql\"` needs a `user` to log in as",
-                );
-                None
-            }
-            Some(user) => Some(Check::Mysql {
-                user: user.into_inner(),
-                password_env: raw.password_env.map(Spanned::into_inner),
-                max_replication_lag: raw
-                    .max_replication_lag
-                    .as_ref()
-                    .map(|_| errors.duration(&raw.max_replication_lag, Duration::ZERO)),
-            }),
-        },
-    };
-    let interval = errors.positive_duration("interval", &raw.interval, DEFAULT_CHECK_INTERVAL);
-    // As HAProxy without `timeout check`: never longer than the interval, so a frozen
-    // server is ejected within `fall` intervals.
-    let timeout =
-        errors.positive_duration("timeout", &raw.timeout, DEFAULT_CHECK_TIMEOUT.min(interval));
-    let rise = errors
-        .count("rise", &raw.rise, 1, 100)
-        .map_or(DEFAULT_RISE, |n| n as u32);
-    let fall = errors
-        .count("fall", &raw.fall, 1, 100)
-        .map_or(DEFAULT_FALL, |n| n as u32);
-    Some(Health {
-        check: check?,
-        interval,
-        timeout,
-        rise,
-        fall,
-    })
-}
-
-/// `path` belongs to http checks, `user` and the rest to mysql ones: each key given to
-/// another kind of check is an error.
-fn keys_of_other_checks(errors: &mut Errors<'_>, raw: &RawHealth, check_kind: RawCheck) {
-    let only = |errors: &mut Errors<'_>, key: &str, v: Option<Span>, allowed: RawCheck| {
-        if let Some(span) = v
-            && check_kind != allowed
-        {
-            let kind = match allowed {
-                RawCheck::Tcp => "tcp",
-                RawCheck::Http => "http",
-                RawCheck::Mysql => "mysql",
-            };
-            errors.at(span, format!("`{key}` is only for `check = \"{kind}\"`"));
-        }
-    };
-    only(
-        errors,
-        "path",
-        raw.path.as_ref().map(|v| v.span()),
-        RawCheck::Http,
-    );
-    only(
-        errors,
-        "user",
-        raw.user.as_ref().map(|v| v.span()),
-        RawCheck::Mysql,
-    );
-    only(
-        errors,
-        "password_env",
-        raw.password_env.as_ref().map(|v| v.span()),
-        RawCheck::Mysql,
-    );
-    only(
-        errors,
-        "max_replication_lag",
-        raw.max_replication_lag.as_ref().map(|v| v.span()),
-        RawCheck::Mysql,
-    );
 }
