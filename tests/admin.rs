@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use serde_json::Value;
-use support::control::*;
+use support::admin::*;
 use support::rlb::*;
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -28,13 +28,6 @@ fn quoted(servers: &[SocketAddr]) -> String {
         .map(|s| format!("\"{s}\""))
         .collect::<Vec<_>>()
         .join(", ")
-}
-
-async fn server_field(rlb: &rlb::Rlb, upstream: &str, addr: SocketAddr, field: &str) -> Value {
-    let status = status(rlb).await;
-    server_status(&status, upstream, addr).unwrap_or_else(|| panic!("{addr} not in {status}"))
-        [field]
-        .clone()
 }
 
 /// Sends `n` requests one after the other and returns how many each server answered.
@@ -61,6 +54,7 @@ async fn drain_enable_and_weight() {
     let a = TestServer::start("a").await;
     let b = TestServer::start("b").await;
     let rlb = start(&app_config(&quoted(&[a.addr, b.addr]), ""));
+    let admin = rlb.admin_addr().unwrap();
     let web = rlb.listener_addr("web").unwrap();
     let server_path =
         |addr: SocketAddr, action: &str| format!("/upstreams/app/servers/{addr}/{action}");
@@ -76,12 +70,15 @@ async fn drain_enable_and_weight() {
     }
     let mut on_a = on_a.expect("round robin reaches a");
 
-    let (code, body) = admin_post(&rlb, &server_path(a.addr, "drain"), "").await;
+    let (code, body) = admin_post(admin, &server_path(a.addr, "drain"), "").await;
     assert_eq!(code, 200, "{body}");
     let reply: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(reply["state"], "draining");
-    assert_eq!(server_field(&rlb, "app", a.addr, "state").await, "draining");
-    assert_eq!(server_field(&rlb, "app", a.addr, "healthy").await, true);
+    assert_eq!(
+        server_status(admin, "app", a.addr).await["state"],
+        "draining"
+    );
+    assert_eq!(server_status(admin, "app", a.addr).await["healthy"], true);
     let counts = spread(web, 10).await;
     assert_eq!(
         counts.get("b"),
@@ -102,15 +99,15 @@ async fn drain_enable_and_weight() {
     );
     drop(ws);
 
-    let (code, body) = admin_post(&rlb, &server_path(a.addr, "enable"), "").await;
+    let (code, body) = admin_post(admin, &server_path(a.addr, "enable"), "").await;
     assert_eq!(code, 200, "{body}");
-    assert_eq!(server_field(&rlb, "app", a.addr, "state").await, "up");
+    assert_eq!(server_status(admin, "app", a.addr).await["state"], "up");
     let counts = spread(web, 10).await;
     assert_eq!(counts.get("a"), Some(&5), "{counts:?}");
 
-    let (code, body) = admin_post(&rlb, &server_path(a.addr, "weight"), r#"{"weight": 3}"#).await;
+    let (code, body) = admin_post(admin, &server_path(a.addr, "weight"), r#"{"weight": 3}"#).await;
     assert_eq!(code, 200, "{body}");
-    assert_eq!(server_field(&rlb, "app", a.addr, "weight").await, 3);
+    assert_eq!(server_status(admin, "app", a.addr).await["weight"], 3);
     let counts = spread(web, 40).await;
     assert_eq!(
         (counts.get("a"), counts.get("b")),
@@ -137,16 +134,16 @@ async fn drain_enable_and_weight() {
             404,
         ),
     ] {
-        let (code, answer) = admin_post(&rlb, &path, body).await;
+        let (code, answer) = admin_post(admin, &path, body).await;
         assert_eq!(code, want, "POST {path} {body}: {answer}");
         assert!(!answer.trim().is_empty(), "POST {path}: no reason given");
     }
-    let (code, _) = admin_get(&rlb, &server_path(a.addr, "drain")).await;
+    let (code, _) = admin_get(admin, &server_path(a.addr, "drain")).await;
     assert_eq!(code, 405, "GET on a POST-only path");
-    assert_eq!(server_field(&rlb, "app", a.addr, "weight").await, 3);
-    assert_eq!(server_field(&rlb, "app", a.addr, "state").await, "up");
+    assert_eq!(server_status(admin, "app", a.addr).await["weight"], 3);
+    assert_eq!(server_status(admin, "app", a.addr).await["state"], "up");
 
-    let events = events(&rlb).await;
+    let events = events(admin).await;
     let flips: Vec<(&str, &str, Option<&str>)> = events
         .iter()
         .filter(|e| e["upstream"] == "app")
@@ -189,18 +186,22 @@ async fn drain_and_weight_survive_reload_unless_the_file_changes_the_server() {
     };
     let path = dir.file("lb.toml", &servers(1, 1, false));
     let rlb = start_file(&path);
+    let admin = rlb.admin_addr().unwrap();
     let web = rlb.listener_addr("web").unwrap();
 
     let drain = format!("/upstreams/app/servers/{}/drain", a.addr);
     let weight = format!("/upstreams/app/servers/{}/weight", b.addr);
-    assert_eq!(admin_post(&rlb, &drain, "").await.0, 200);
-    assert_eq!(admin_post(&rlb, &weight, r#"{"weight": 7}"#).await.0, 200);
+    assert_eq!(admin_post(admin, &drain, "").await.0, 200);
+    assert_eq!(admin_post(admin, &weight, r#"{"weight": 7}"#).await.0, 200);
 
     // An unrelated change: c joins.
     dir.file("lb.toml", &servers(1, 1, true));
-    assert_eq!(admin_reload(&rlb).await.0, 200);
-    assert_eq!(server_field(&rlb, "app", a.addr, "state").await, "draining");
-    assert_eq!(server_field(&rlb, "app", b.addr, "weight").await, 7);
+    assert_eq!(admin_reload(admin).await.0, 200);
+    assert_eq!(
+        server_status(admin, "app", a.addr).await["state"],
+        "draining"
+    );
+    assert_eq!(server_status(admin, "app", b.addr).await["weight"], 7);
     let counts = spread(web, 18).await;
     assert_eq!(
         counts.get("a"),
@@ -216,15 +217,15 @@ async fn drain_and_weight_survive_reload_unless_the_file_changes_the_server() {
 
     // The file changes a: its drain ends; b keeps the admin weight.
     dir.file("lb.toml", &servers(2, 1, true));
-    assert_eq!(admin_reload(&rlb).await.0, 200);
-    assert_eq!(server_field(&rlb, "app", a.addr, "state").await, "up");
-    assert_eq!(server_field(&rlb, "app", a.addr, "weight").await, 2);
-    assert_eq!(server_field(&rlb, "app", b.addr, "weight").await, 7);
+    assert_eq!(admin_reload(admin).await.0, 200);
+    assert_eq!(server_status(admin, "app", a.addr).await["state"], "up");
+    assert_eq!(server_status(admin, "app", a.addr).await["weight"], 2);
+    assert_eq!(server_status(admin, "app", b.addr).await["weight"], 7);
 
     // The file changes b: the file's weight wins.
     dir.file("lb.toml", &servers(2, 4, true));
-    assert_eq!(admin_reload(&rlb).await.0, 200);
-    assert_eq!(server_field(&rlb, "app", b.addr, "weight").await, 4);
+    assert_eq!(admin_reload(admin).await.0, 200);
+    assert_eq!(server_status(admin, "app", b.addr).await["weight"], 4);
     let counts = spread(web, 14).await;
     assert_eq!(
         (counts.get("a"), counts.get("b"), counts.get("c")),
@@ -281,8 +282,9 @@ async fn health_survives_reload_and_checks_are_diffed() {
     };
     let path = dir.file("lb.toml", &config(&[s1], &[f1, f2], false));
     let rlb = start_file(&path);
+    let admin = rlb.admin_addr().unwrap();
     eventually("b is found down", WAIT, || async {
-        server_field(&rlb, "app", b.addr, "state").await == "down"
+        server_status(admin, "app", b.addr).await["state"] == "down"
     })
     .await;
     eventually("the first probes", WAIT, || async {
@@ -293,13 +295,10 @@ async fn health_survives_reload_and_checks_are_diffed() {
     b.set_healthy(true);
 
     dir.file("lb.toml", &config(&[s1, s2], &[f1], true));
-    assert_eq!(admin_reload(&rlb).await.0, 200);
-    let after = status(&rlb).await;
-    assert_eq!(
-        server_status(&after, "app", b.addr).unwrap()["state"],
-        "down"
-    );
-    assert_eq!(server_status(&after, "app", a.addr).unwrap()["state"], "up");
+    assert_eq!(admin_reload(admin).await.0, 200);
+    let after = status(admin).await;
+    assert_eq!(find_server(&after, "app", b.addr).unwrap()["state"], "down");
+    assert_eq!(find_server(&after, "app", a.addr).unwrap()["state"], "up");
     let web = rlb.listener_addr("web").unwrap();
     let b_hits = b.hits();
     spread(web, 4).await;
@@ -343,6 +342,7 @@ async fn killed_server_flips_are_in_the_events_in_order() {
         "[upstreams.app.health]\ncheck = \"http\"\npath = \"/healthz\"\n\
          interval = \"250ms\"\ntimeout = \"200ms\"\nfall = 2\nrise = 2\n",
     ));
+    let admin = rlb.admin_addr().unwrap();
     let web = rlb.listener_addr("web").unwrap();
     let b_name = b.addr.to_string();
     let b_events = |events: Vec<Value>, name: &str| -> Vec<Value> {
@@ -355,25 +355,20 @@ async fn killed_server_flips_are_in_the_events_in_order() {
     // 1. Killed with no traffic, just after a check passed (the slowest case): the
     // checks find it.
     let checks = || async {
-        let (_, metrics) = admin_get(&rlb, "/metrics").await;
-        let label = format!("server=\"{}\"", b.addr);
-        metrics
-            .lines()
-            .find(|l| l.starts_with("rlb_server_checks_total{") && l.contains(&label))
-            .and_then(|l| l.split_whitespace().last()?.parse::<u64>().ok())
-            .unwrap_or(0)
+        let metrics = metrics(admin).await;
+        sample(&metrics, "rlb_server_checks_total", &[("server", &b_name)]).unwrap_or(0.0) as u64
     };
     eventually("b passes three checks", WAIT, || async {
         checks().await >= 3
     })
     .await;
-    let killed = wall_ms();
+    let killed = now_ms();
     b.stop();
     eventually("b down", WAIT, || async {
-        b_events(events(&rlb).await, "server_down").len() == 1
+        b_events(events(admin).await, "server_down").len() == 1
     })
     .await;
-    let down = b_events(events(&rlb).await, "server_down").remove(0);
+    let down = b_events(events(admin).await, "server_down").remove(0);
     let checks_ms = down["ts_ms"].as_u64().unwrap() - killed;
     assert!(
         down["ts_ms"].as_u64().unwrap() >= killed,
@@ -385,10 +380,10 @@ async fn killed_server_flips_are_in_the_events_in_order() {
             .is_some_and(|d| d.contains("refused")),
         "no reason: {down}"
     );
-    assert_eq!(server_field(&rlb, "app", b.addr, "state").await, "down");
+    assert_eq!(server_status(admin, "app", b.addr).await["state"], "down");
     b.restart().await;
     eventually("b up", WAIT, || async {
-        b_events(events(&rlb).await, "server_up").len() == 1
+        b_events(events(admin).await, "server_up").len() == 1
     })
     .await;
 
@@ -411,19 +406,19 @@ async fn killed_server_flips_are_in_the_events_in_order() {
         })
     };
     eventually("traffic reaches b", WAIT, || async { b.hits() > 0 }).await;
-    let killed_loaded = wall_ms();
+    let killed_loaded = now_ms();
     b.stop();
     eventually("b down again", WAIT, || async {
-        b_events(events(&rlb).await, "server_down").len() == 2
+        b_events(events(admin).await, "server_down").len() == 2
     })
     .await;
-    let loaded_ms = b_events(events(&rlb).await, "server_down")[1]["ts_ms"]
+    let loaded_ms = b_events(events(admin).await, "server_down")[1]["ts_ms"]
         .as_u64()
         .unwrap()
         - killed_loaded;
     b.restart().await;
     eventually("b up again", WAIT, || async {
-        b_events(events(&rlb).await, "server_up").len() == 2
+        b_events(events(admin).await, "server_up").len() == 2
     })
     .await;
     stop.store(true, Ordering::Relaxed);
@@ -438,7 +433,7 @@ async fn killed_server_flips_are_in_the_events_in_order() {
         "requests failed while b died"
     );
 
-    let events = events(&rlb).await;
+    let events = events(admin).await;
     let flips: Vec<&str> = events
         .iter()
         .filter(|e| e["server"] == b_name.as_str())
@@ -478,7 +473,8 @@ async fn status_document_follows_the_contract() {
          [upstreams.echo]\nbalance = \"least_conn\"\nservers = [{{ addr = \"{echo}\", weight = 5 }}]\n",
         app_config(&quoted(&[a.addr]), "")
     ));
-    let status = status(&rlb).await;
+    let admin = rlb.admin_addr().unwrap();
+    let status = status(admin).await;
     assert_eq!(status["config_generation"], rlb.generation());
     let app = &status["upstreams"]["app"];
     assert_eq!(app["balance"], "round_robin");
@@ -498,14 +494,14 @@ async fn status_document_follows_the_contract() {
     assert_eq!(status["listeners"]["raw"]["mode"], "tcp");
     assert_eq!(status["listeners"]["raw"]["upstream"], "echo");
 
-    let (code, metrics) = admin_get(&rlb, "/metrics").await;
+    let (code, metrics) = admin_get(admin, "/metrics").await;
     assert_eq!(code, 200);
     assert!(metrics.contains("rlb_"), "{metrics}");
-    assert_eq!(admin_get(&rlb, "/nope").await.0, 404);
-    assert_eq!(admin_post(&rlb, "/status", "").await.0, 405);
-    assert_eq!(admin_get(&rlb, "/reload").await.0, 405);
+    assert_eq!(admin_get(admin, "/nope").await.0, 404);
+    assert_eq!(admin_post(admin, "/status", "").await.0, 405);
+    assert_eq!(admin_get(admin, "/reload").await.0, 405);
     // Started from text, not a file: nothing to reload, and it says so.
-    let (code, body) = admin_reload(&rlb).await;
+    let (code, body) = admin_reload(admin).await;
     assert_eq!(code, 400);
     assert!(body.contains("no configuration file"), "{body}");
 }
@@ -611,6 +607,7 @@ servers = ["{echo}"]
     };
     let path = dir.file("lb.toml", &config(0));
     let rlb = start_file(&path);
+    let admin = rlb.admin_addr().unwrap();
     let web = rlb.listener_addr("web").unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     let traffic: Vec<_> = (0..2)
@@ -631,20 +628,20 @@ servers = ["{echo}"]
     .await;
     for generation in 1..=2 {
         dir.file("lb.toml", &config(generation));
-        assert_eq!(admin_reload(&rlb).await.0, 200);
+        assert_eq!(admin_reload(admin).await.0, 200);
     }
     dir.file("lb.toml", "[upstreams.app]\nbalance = \"fastest\"\n");
-    assert_eq!(admin_reload(&rlb).await.0, 400);
+    assert_eq!(admin_reload(admin).await.0, 400);
     dir.file("lb.toml", &config(2));
     let mut sockets = Vec::new();
     for _ in 0..5 {
         sockets.push(websocket(web).await);
     }
     let drain = format!("/upstreams/app/servers/{}/drain", app[1].addr);
-    assert_eq!(admin_post(&rlb, &drain, "").await.0, 200);
+    assert_eq!(admin_post(admin, &drain, "").await.0, 200);
     app[0].stop();
     eventually("app-1 down", WAIT, || async {
-        server_field(&rlb, "app", app[0].addr, "state").await == "down"
+        server_status(admin, "app", app[0].addr).await["state"] == "down"
     })
     .await;
 
@@ -733,15 +730,16 @@ async fn removing_checks_brings_a_down_server_back_with_an_event() {
     );
     let path = dir.file("lb.toml", &checked);
     let rlb = start_file(&path);
+    let admin = rlb.admin_addr().unwrap();
     eventually("b is found down", WAIT, || async {
-        server_field(&rlb, "app", b.addr, "state").await == "down"
+        server_status(admin, "app", b.addr).await["state"] == "down"
     })
     .await;
 
     dir.file("lb.toml", &app_config(&servers, ""));
-    assert_eq!(admin_reload(&rlb).await.0, 200);
-    assert_eq!(server_field(&rlb, "app", b.addr, "state").await, "up");
-    let events = events(&rlb).await;
+    assert_eq!(admin_reload(admin).await.0, 200);
+    assert_eq!(server_status(admin, "app", b.addr).await["state"], "up");
+    let events = events(admin).await;
     let up: Vec<_> = named(&events, "server_up")
         .into_iter()
         .filter(|e| e["server"] == b.addr.to_string().as_str())

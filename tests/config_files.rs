@@ -1,7 +1,9 @@
 //! Every shipped configuration in `config/` is valid, and the binary says so.
+mod support;
 
 use std::path::Path;
-use std::process::Command;
+
+use support::process::RlbCommand;
 
 #[test]
 fn every_file_in_config_is_valid() {
@@ -15,12 +17,7 @@ fn every_file_in_config_is_valid() {
         if let Err(errors) = rlb::Config::load(&path) {
             panic!("{} is invalid:\n{errors}", path.display());
         }
-        let output = Command::new(env!("CARGO_BIN_EXE_rlb"))
-            .arg("--config")
-            .arg(&path)
-            .arg("--check")
-            .output()
-            .expect("run rlb --check");
+        let output = RlbCommand::file(&path).arg("--check").run();
         assert!(output.status.success(), "{}: {output:?}", path.display());
         assert_eq!(
             String::from_utf8_lossy(&output.stdout).trim(),

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use rlb::Rlb;
-use support::health::*;
+use support::admin::*;
 use support::process::HttpProcess;
 use support::rlb::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -18,11 +18,6 @@ use tokio::net::{TcpListener, TcpStream};
 
 /// Generous: two shared cores, other test binaries running at the same time.
 const WAIT: Duration = Duration::from_secs(30);
-
-fn admin(rlb: &Rlb) -> SocketAddr {
-    rlb.admin_addr()
-        .expect("the test config has an [admin] table")
-}
 
 /// An http listener `web` in front of upstream `app` with an http check on /healthz.
 fn http_config(servers: &[SocketAddr], health: &str) -> String {
@@ -53,7 +48,7 @@ async fn failing_healthz_is_ejected_and_comes_back() {
         &[a.addr, b.addr],
         "interval = \"100ms\"\ntimeout = \"2s\"\nrise = 2\nfall = 2",
     ));
-    let (web, admin) = (rlb.listener_addr("web").unwrap(), admin(&rlb));
+    let (web, admin) = (rlb.listener_addr("web").unwrap(), rlb.admin_addr().unwrap());
     wait_checks(admin, "app", b.addr, 1.0, WAIT).await;
 
     b.set_healthy(false);
@@ -165,7 +160,7 @@ async fn rise_and_fall_count_consecutive_results_exactly() {
         "up", "up", "up", "up", // failures 10 and 12 are not consecutive
     ];
     assert_eq!(seen, expected);
-    let admin = admin(&rlb);
+    let admin = rlb.admin_addr().unwrap();
     assert_eq!(server_events(admin, "server_down", addr).await.len(), 1);
     assert_eq!(server_events(admin, "server_up", addr).await.len(), 1);
 }
@@ -248,7 +243,7 @@ async fn sigkilled_server_under_load_fails_no_request() {
         &[a.addr, b.addr],
         "interval = \"250ms\"\ntimeout = \"1s\"\nrise = 2\nfall = 2",
     ));
-    let (web, admin) = (rlb.listener_addr("web").unwrap(), admin(&rlb));
+    let (web, admin) = (rlb.listener_addr("web").unwrap(), rlb.admin_addr().unwrap());
     let load = Load::start(web);
     eventually("both servers serve the load", WAIT, || async {
         load.served("a") >= 50 && load.served("b") >= 50
@@ -293,7 +288,7 @@ async fn sigstopped_server_is_ejected_by_timeout_and_requests_do_not_stall() {
         &[a.addr, b.addr],
         "interval = \"250ms\"\ntimeout = \"500ms\"\nrise = 2\nfall = 2",
     ));
-    let (web, admin) = (rlb.listener_addr("web").unwrap(), admin(&rlb));
+    let (web, admin) = (rlb.listener_addr("web").unwrap(), rlb.admin_addr().unwrap());
     eventually("both servers answer", WAIT, || async {
         get(web, "/").await.1 == "b"
     })
@@ -363,7 +358,7 @@ async fn sigstopped_server_under_load_stalls_no_request() {
         &[a.addr, b.addr],
         "interval = \"250ms\"\ntimeout = \"500ms\"\nrise = 2\nfall = 2",
     ));
-    let (web, admin) = (rlb.listener_addr("web").unwrap(), admin(&rlb));
+    let (web, admin) = (rlb.listener_addr("web").unwrap(), rlb.admin_addr().unwrap());
     let load = Load::start(web);
     eventually("both servers serve the load", WAIT, || async {
         load.served("a") >= 50 && load.served("b") >= 50
@@ -408,7 +403,7 @@ rise = 1
 "#,
         a.addr, b.addr
     ));
-    let (web, admin) = (rlb.listener_addr("web").unwrap(), admin(&rlb));
+    let (web, admin) = (rlb.listener_addr("web").unwrap(), rlb.admin_addr().unwrap());
     wait_checks(admin, "app", a.addr, 1.0, WAIT).await;
     wait_checks(admin, "app", b.addr, 1.0, WAIT).await;
 
@@ -449,7 +444,7 @@ fall = 1
     let (web, raw, admin) = (
         rlb.listener_addr("web").unwrap(),
         rlb.listener_addr("raw").unwrap(),
-        admin(&rlb),
+        rlb.admin_addr().unwrap(),
     );
     wait_event(admin, "server_down", x, 0, WAIT).await;
     wait_event(admin, "server_down", y, 0, WAIT).await;
@@ -506,7 +501,7 @@ fall = 1
 "#,
         a.addr
     ));
-    let (web, admin) = (rlb.listener_addr("web").unwrap(), admin(&rlb));
+    let (web, admin) = (rlb.listener_addr("web").unwrap(), rlb.admin_addr().unwrap());
     eventually(
         "the dead server is down in both upstreams",
         WAIT,

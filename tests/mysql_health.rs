@@ -15,9 +15,9 @@ use std::time::{Duration, Instant};
 
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, OptsBuilder};
-use support::health::*;
+use support::admin::*;
 use support::mariadb::MariaDbCluster;
-use support::process::RlbProcess;
+use support::process::{RlbCommand, RlbProcess};
 use support::rlb::eventually;
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
@@ -48,6 +48,14 @@ fn replica(cluster: &MariaDbCluster, n: usize) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], cluster.replica_port(n)))
 }
 
+/// The `rlb` binary on `toml`, the check's password in its environment, logging at debug.
+fn rlb_binary(toml: &str) -> RlbProcess {
+    RlbCommand::text(toml)
+        .env(PASSWORD_ENV, PASSWORD)
+        .env("RLB_LOG", "info,rlb=debug")
+        .spawn()
+}
+
 /// rlb with a tcp listener `mysql_read` in front of upstream `replicas` (both replicas),
 /// checked with `check` (the keys of the health table after `check = "mysql"`).
 struct Lb {
@@ -74,8 +82,8 @@ check = "mysql"
         replica(cluster, 1),
         replica(cluster, 2)
     );
-    let process = RlbProcess::start(&toml, &[(PASSWORD_ENV, PASSWORD)]);
-    let admin = process.admin_addr();
+    let process = rlb_binary(&toml);
+    let admin = process.admin_addr().await;
     let listener = status(admin).await["listeners"]["mysql_read"]["addr"]
         .as_str()
         .and_then(|a| a.parse().ok())
@@ -396,12 +404,13 @@ upstream = "plain"
         lag = lag_check(),
         plain = plain_check(),
     );
-    let lb = RlbProcess::start(&toml, &[(PASSWORD_ENV, PASSWORD)]);
+    let lb = rlb_binary(&toml);
+    let admin = lb.admin_addr().await;
     for upstream in ["lagcheck", "plain"] {
         for n in [1, 2] {
-            wait_checks(lb.admin_addr(), upstream, replica(&cluster, n), 12.0, WAIT).await;
+            wait_checks(admin, upstream, replica(&cluster, n), 12.0, WAIT).await;
             let failures = server_metric(
-                lb.admin_addr(),
+                admin,
                 "rlb_server_check_failures_total",
                 upstream,
                 replica(&cluster, n),

@@ -3,9 +3,7 @@
 //! `watch_config` with a file replaced by rename.
 mod support;
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
@@ -14,7 +12,8 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
-use support::control::*;
+use support::admin::*;
+use support::process::RlbCommand;
 use support::rlb::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -149,6 +148,7 @@ interval = "200ms"
     };
     let path = write_config(&dir, &config(0));
     let rlb = start_file(&path);
+    let admin = rlb.admin_addr().unwrap();
     let web = rlb.listener_addr("web").unwrap();
     let first = rlb.generation();
 
@@ -205,7 +205,7 @@ interval = "200ms"
         write_config(&dir, &config(i));
         // Half through the admin API, half as SIGHUP would.
         if i.is_multiple_of(2) {
-            let (code, body) = admin_reload(&rlb).await;
+            let (code, body) = admin_reload(admin).await;
             assert_eq!(code, 200, "reload {i}: {body}");
         } else {
             rlb.reload()
@@ -246,10 +246,10 @@ interval = "200ms"
     );
     assert!(a.hits() > 0 && b.hits() > 0);
     assert_eq!(
-        status(&rlb).await["config_generation"],
+        status(admin).await["config_generation"],
         first + RELOADS as u64
     );
-    let reloads_ok = named(&events(&rlb).await, "reload_ok").len();
+    let reloads_ok = named(&events(admin).await, "reload_ok").len();
     assert_eq!(reloads_ok, RELOADS, "one reload_ok event per reload");
 }
 
@@ -377,6 +377,7 @@ async fn least_conn_counts_of_open_websockets_survive_reload() {
     };
     let path = write_config(&dir, &config(&[a.addr, b.addr]));
     let rlb = start_file(&path);
+    let admin = rlb.admin_addr().unwrap();
     let web = rlb.listener_addr("web").unwrap();
 
     let mut sockets = Vec::new();
@@ -393,18 +394,18 @@ async fn least_conn_counts_of_open_websockets_survive_reload() {
     );
     let counts = |status: &serde_json::Value| {
         [a.addr, b.addr].map(|addr| {
-            server_status(status, "chat", addr).expect("server listed")["active_connections"]
+            find_server(status, "chat", addr).expect("server listed")["active_connections"]
                 .as_u64()
                 .unwrap()
         })
     };
-    let before = counts(&status(&rlb).await);
+    let before = counts(&status(admin).await);
     assert_eq!(before, [2, 2]);
     assert_eq!(active(&rlb, "chat", a.addr), 2);
 
     write_config(&dir, &config(&[a.addr, b.addr, c.addr]));
     rlb.reload().await.expect("reload");
-    let after = status(&rlb).await;
+    let after = status(admin).await;
     assert_eq!(
         counts(&after),
         before,
@@ -449,6 +450,7 @@ async fn invalid_file_keeps_serving_and_names_the_lines() {
     );
     let path = write_config(&dir, &good);
     let rlb = start_file(&path);
+    let admin = rlb.admin_addr().unwrap();
     let web = rlb.listener_addr("web").unwrap();
     let generation = rlb.generation();
 
@@ -462,7 +464,7 @@ async fn invalid_file_keeps_serving_and_names_the_lines() {
         a.addr, b.addr, b.addr
     );
     write_config(&dir, &bad);
-    let (code, body) = admin_reload(&rlb).await;
+    let (code, body) = admin_reload(admin).await;
     assert_eq!(code, 400, "POST /reload with a bad file: {body}");
     for line in ["lb.toml:5:", "lb.toml:7:", "lb.toml:10:"] {
         assert!(body.contains(line), "the 400 does not name {line}:\n{body}");
@@ -486,7 +488,7 @@ async fn invalid_file_keeps_serving_and_names_the_lines() {
             "the log does not name {line}:\n{log}"
         );
     }
-    let events = events(&rlb).await;
+    let events = events(admin).await;
     let failed = named(&events, "reload_failed");
     assert_eq!(failed.len(), 1, "{events:?}");
     assert!(
@@ -496,7 +498,7 @@ async fn invalid_file_keeps_serving_and_names_the_lines() {
         "{:?}",
         failed[0]
     );
-    let (_, metrics) = admin_get(&rlb, "/metrics").await;
+    let (_, metrics) = admin_get(admin, "/metrics").await;
     assert!(
         metrics
             .lines()
@@ -515,7 +517,7 @@ async fn invalid_file_keeps_serving_and_names_the_lines() {
         &dir,
         &good.replace(&format!("\"{}\"", a.addr), &format!("\"{}\"", b.addr)),
     );
-    let (code, body) = admin_reload(&rlb).await;
+    let (code, body) = admin_reload(admin).await;
     assert_eq!(code, 200, "{body}");
     let reply: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(reply["config_generation"], generation + 1);
@@ -540,6 +542,7 @@ async fn listeners_added_serve_removed_refuse_and_bind_failure_rejects() {
         &format!("{admin}{}{upstream}", listener("web", "127.0.0.1:0")),
     );
     let rlb = start_file(&path);
+    let api = rlb.admin_addr().unwrap();
     let web = rlb.listener_addr("web").unwrap();
 
     // Added: bound and serving.
@@ -559,7 +562,7 @@ async fn listeners_added_serve_removed_refuse_and_bind_failure_rejects() {
     );
     let extra = rlb.listener_addr("extra").expect("extra is listening");
     assert_eq!(get(extra, "/").await, (200, "a".to_string()));
-    let listed = status(&rlb).await;
+    let listed = status(api).await;
     assert_eq!(listed["listeners"]["extra"]["addr"], extra.to_string());
 
     // Removed: a connection opened before keeps working, new ones are refused.
@@ -573,7 +576,7 @@ async fn listeners_added_serve_removed_refuse_and_bind_failure_rejects() {
     eventually("the removed listener refuses", WAIT, || refused(web)).await;
     assert_eq!(send(&mut open, "/").await, (200, "a".to_string()));
     assert_eq!(rlb.listener_addr("web"), None);
-    assert!(status(&rlb).await["listeners"].get("web").is_none());
+    assert!(status(api).await["listeners"].get("web").is_none());
     assert_eq!(get(extra, "/").await, (200, "a".to_string()));
 
     // A bind that fails rejects everything in the file, b included.
@@ -589,7 +592,7 @@ async fn listeners_added_serve_removed_refuse_and_bind_failure_rejects() {
             b.addr
         ),
     );
-    let (code, body) = admin_reload(&rlb).await;
+    let (code, body) = admin_reload(api).await;
     assert_eq!(code, 400, "{body}");
     assert!(
         body.contains("clash") && body.contains(&taken_addr.to_string()),
@@ -612,7 +615,7 @@ async fn listeners_added_serve_removed_refuse_and_bind_failure_rejects() {
     assert_eq!(get(moved, "/").await, (200, "a".to_string()));
     eventually("the old address refuses", WAIT, || refused(extra)).await;
 
-    let events = events(&rlb).await;
+    let events = events(api).await;
     let added: Vec<_> = named(&events, "listener_added")
         .iter()
         .map(|e| e["listener"].as_str().unwrap_or("").to_string())
@@ -669,75 +672,6 @@ async fn graceful_shutdown_answers_the_request_in_flight() {
     );
 }
 
-/// The real binary, killed on drop.
-struct Binary {
-    child: Child,
-    stderr: Arc<Mutex<Vec<String>>>,
-}
-
-impl Binary {
-    fn start(config: &std::path::Path) -> Binary {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_rlb"))
-            .arg("--config")
-            .arg(config)
-            .env("RLB_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start the rlb binary");
-        let stderr = Arc::new(Mutex::new(Vec::new()));
-        let lines = stderr.clone();
-        let pipe = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                lines.lock().unwrap().push(line);
-            }
-        });
-        Binary { child, stderr }
-    }
-
-    fn log(&self) -> String {
-        self.stderr.lock().unwrap().join("\n")
-    }
-
-    /// The `addr=` of the first stderr line containing every one of `words`.
-    fn addr(&self, words: &[&str]) -> Option<SocketAddr> {
-        let lines = self.stderr.lock().unwrap();
-        lines
-            .iter()
-            .find(|l| words.iter().all(|w| l.contains(w)))?
-            .split_whitespace()
-            .find_map(|field| field.strip_prefix("addr="))?
-            .parse()
-            .ok()
-    }
-
-    async fn wait_addr(&self, words: &[&str]) -> SocketAddr {
-        eventually(&format!("a stderr line with {words:?}"), WAIT, || async {
-            self.addr(words).is_some()
-        })
-        .await;
-        self.addr(words).unwrap()
-    }
-
-    fn signal(&self, name: &str) {
-        let status = Command::new("kill")
-            .arg(format!("-{name}"))
-            .arg(self.child.id().to_string())
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill -{name} failed");
-    }
-}
-
-impl Drop for Binary {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// SIGHUP to the real binary reloads its file: the generation in its admin /status goes
 /// up by one and a server added by the file gets traffic; a bad file is logged with its
 /// `lb.toml:LINE:COL` and changes nothing.
@@ -755,18 +689,16 @@ async fn sighup_reloads_the_binary() {
         )
     };
     let path = write_config(&dir, &config(&format!("\"{}\"", a.addr)));
-    let rlb = Binary::start(&path);
+    let rlb = RlbCommand::file(&path).spawn();
     let web = rlb.wait_addr(&["listening", "listener=web"]).await;
-    let admin = rlb.wait_addr(&["admin listening"]).await;
+    let admin = rlb.admin_addr().await;
     assert_eq!(get(web, "/").await, (200, "a".to_string()));
-    let first = status_at(admin).await["config_generation"]
-        .as_u64()
-        .unwrap();
+    let first = status(admin).await["config_generation"].as_u64().unwrap();
 
     write_config(&dir, &config(&format!("\"{}\"", b.addr)));
     rlb.signal("HUP");
     eventually("the generation goes up after SIGHUP", WAIT, || async {
-        status_at(admin).await["config_generation"].as_u64() == Some(first + 1)
+        status(admin).await["config_generation"].as_u64() == Some(first + 1)
     })
     .await;
     assert_eq!(get(web, "/").await, (200, "b".to_string()));
@@ -784,12 +716,12 @@ async fn sighup_reloads_the_binary() {
     })
     .await;
     assert_eq!(
-        status_at(admin).await["config_generation"].as_u64(),
+        status(admin).await["config_generation"].as_u64(),
         Some(first + 1),
         "a bad file changed the generation"
     );
     assert_eq!(get(web, "/").await, (200, "b".to_string()));
-    let events = events_at(admin).await;
+    let events = events(admin).await;
     assert_eq!(named(&events, "reload_ok").len(), 1, "{events:?}");
     assert_eq!(named(&events, "reload_failed").len(), 1, "{events:?}");
 }
@@ -928,17 +860,14 @@ async fn admin_listener_moves_with_the_file() {
     let old = rlb.admin_addr().unwrap();
     let moved = dead_addr();
     write_config(&dir, &config(&format!("[admin]\nbind = \"{moved}\"\n")));
-    let (code, body) = admin_post_at(old, "/reload", "").await;
+    let (code, body) = admin_post(old, "/reload", "").await;
     assert_eq!(code, 200, "{body}");
     assert_eq!(rlb.admin_addr(), Some(moved));
-    assert_eq!(
-        status_at(moved).await["config_generation"],
-        rlb.generation()
-    );
+    assert_eq!(status(moved).await["config_generation"], rlb.generation());
     eventually("the old admin address refuses", WAIT, || refused(old)).await;
 
     write_config(&dir, &config(""));
-    let (code, body) = admin_post_at(moved, "/reload", "").await;
+    let (code, body) = admin_post(moved, "/reload", "").await;
     assert_eq!(code, 200, "{body}");
     assert_eq!(rlb.admin_addr(), None);
     eventually("no admin listener any more", WAIT, || refused(moved)).await;

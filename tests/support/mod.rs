@@ -1,6 +1,8 @@
-//! Shared test support: rlb in-process, test servers, MariaDB cluster, processes.
-pub mod control;
-pub mod health;
+//! Shared test support, one module a concern: `rlb` (rlb in-process, test servers,
+//! clients, `eventually`, `TempDir`), `admin` (the admin API client), `process` (the
+//! `rlb` binary and HTTP servers in processes of their own), `mariadb` (a MariaDB
+//! primary + 2 replicas).
+pub mod admin;
 pub mod mariadb;
 pub mod process;
 pub mod rlb;

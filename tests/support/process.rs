@@ -1,14 +1,17 @@
-//! Servers in processes of their own, for tests that SIGKILL or SIGSTOP them: a tiny
-//! HTTP server (`http_server.py`, python3 standard library) and the `rlb` binary itself,
+//! Processes of their own: a tiny HTTP server to SIGKILL or SIGSTOP (`http_server.py`,
+//! python3 standard library) and the `rlb` binary, run to its exit or kept running
 //! with its log captured. Every process is killed and waited for on drop.
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::{Child, ChildStderr, Command, Stdio};
+use std::path::Path;
+use std::process::{Child, ChildStderr, Command, ExitStatus, Output, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use super::rlb::TempDir;
 
 const HTTP_SERVER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/http_server.py");
 
@@ -96,90 +99,162 @@ impl Drop for HttpProcess {
     }
 }
 
-/// The `rlb` binary run with a configuration file, its stderr (the log) kept.
-pub struct RlbProcess {
-    child: Child,
-    log: Arc<Mutex<String>>,
-    admin: SocketAddr,
-    _dir: super::rlb::TempDir,
+/// How long the binary gets to log a line a test waits for, or to exit.
+const BINARY_WAIT: Duration = Duration::from_secs(20);
+
+/// The `rlb` binary, to be run: `rlb --config FILE` with `RLB_LOG=info`, plus what the
+/// builder adds. `run` waits for its exit; `spawn` keeps it running as an [`RlbProcess`].
+pub struct RlbCommand {
+    command: Command,
+    dir: Option<TempDir>,
 }
 
-impl RlbProcess {
-    /// Runs `rlb --config FILE` with `env` added; the config must have an `[admin]`
-    /// table (bind `127.0.0.1:0` is fine: the port is read from the log).
-    pub fn start(toml: &str, env: &[(&str, &str)]) -> RlbProcess {
-        let dir = super::rlb::TempDir::new("rlb-process");
-        let path: PathBuf = dir.file("lb.toml", toml);
-        let mut child = Command::new(env!("CARGO_BIN_EXE_rlb"))
+impl RlbCommand {
+    /// `rlb --config lb.toml`, with `toml` written as `lb.toml` in a temporary directory
+    /// that is also the working directory (so messages name `lb.toml`).
+    pub fn text(toml: &str) -> RlbCommand {
+        let dir = TempDir::new("rlb-binary");
+        dir.file("lb.toml", toml);
+        let mut command = RlbCommand::file(Path::new("lb.toml"));
+        command.command.current_dir(&dir.0);
+        command.dir = Some(dir);
+        command
+    }
+
+    /// `rlb --config PATH`, for a file the test rewrites or that ships with rlb.
+    pub fn file(path: &Path) -> RlbCommand {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_rlb"));
+        command
             .arg("--config")
-            .arg(&path)
-            .envs(env.iter().copied())
-            .env("RLB_LOG", "info,rlb=debug")
-            .stdin(Stdio::null())
+            .arg(path)
+            .env("RLB_LOG", "info")
+            .stdin(Stdio::null());
+        RlbCommand { command, dir: None }
+    }
+
+    /// One more argument, e.g. `--check`.
+    pub fn arg(mut self, arg: &str) -> RlbCommand {
+        self.command.arg(arg);
+        self
+    }
+
+    /// An environment variable (`RLB_LOG` included: it replaces `info`).
+    pub fn env(mut self, name: &str, value: &str) -> RlbCommand {
+        self.command.env(name, value);
+        self
+    }
+
+    /// Runs it to its exit: exit status, stdout and stderr.
+    pub fn run(mut self) -> Output {
+        self.command.output().expect("run the rlb binary")
+    }
+
+    /// Starts it, its stdout dropped and its stderr (the log) kept.
+    pub fn spawn(mut self) -> RlbProcess {
+        let mut child = self
+            .command
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
-            .expect("run the rlb binary");
+            .expect("start the rlb binary");
         let log = Arc::new(Mutex::new(String::new()));
-        let (tx, rx) = std::sync::mpsc::channel();
         let stderr = child.stderr.take().expect("piped stderr");
-        std::thread::spawn({
+        let reader = std::thread::spawn({
             let log = log.clone();
-            move || collect(stderr, &log, tx)
+            move || collect(stderr, &log)
         });
-        let admin = match rx.recv_timeout(Duration::from_secs(20)) {
-            Ok(admin) => admin,
-            Err(_) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!(
-                    "rlb logged no `admin listening` line:\n{}",
-                    log.lock().unwrap()
-                );
-            }
-        };
         RlbProcess {
             child,
             log,
-            admin,
-            _dir: dir,
+            reader: Some(reader),
+            _dir: self.dir,
         }
     }
+}
 
-    pub fn admin_addr(&self) -> SocketAddr {
-        self.admin
-    }
+/// The running `rlb` binary, its log captured; killed and waited for on drop.
+pub struct RlbProcess {
+    child: Child,
+    log: Arc<Mutex<String>>,
+    reader: Option<JoinHandle<()>>,
+    _dir: Option<TempDir>,
+}
 
+impl RlbProcess {
     /// Everything logged so far.
     pub fn log(&self) -> String {
         self.log.lock().unwrap().clone()
     }
+
+    /// The `addr=` of the first log line holding every one of `words`.
+    pub fn logged_addr(&self, words: &[&str]) -> Option<SocketAddr> {
+        let log = self.log.lock().unwrap();
+        log.lines()
+            .find(|l| words.iter().all(|w| l.contains(w)))?
+            .split_whitespace()
+            .find_map(|field| field.strip_prefix("addr="))?
+            .parse()
+            .ok()
+    }
+
+    /// Waits for a log line holding every one of `words` and an `addr=`: the address
+    /// a listener got (`["listening", "listener=web"]`, `["admin listening"]`).
+    pub async fn wait_addr(&self, words: &[&str]) -> SocketAddr {
+        let start = Instant::now();
+        loop {
+            if let Some(addr) = self.logged_addr(words) {
+                return addr;
+            }
+            if start.elapsed() > BINARY_WAIT {
+                panic!(
+                    "rlb logged no {words:?} line with an addr=:\n{}",
+                    self.log()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The admin listener's address, from its `admin listening` log line.
+    pub async fn admin_addr(&self) -> SocketAddr {
+        self.wait_addr(&["admin listening"]).await
+    }
+
+    /// Sends `name` ("HUP", "TERM", ...) to the process.
+    pub fn signal(&self, name: &str) {
+        signal(self.child.id(), name);
+    }
+
+    /// Waits for the process to exit, and for the rest of its log.
+    pub async fn exit(&mut self) -> ExitStatus {
+        let start = Instant::now();
+        let status = loop {
+            if let Some(status) = self.child.try_wait().expect("wait for rlb") {
+                break status;
+            }
+            if start.elapsed() > BINARY_WAIT {
+                panic!("rlb did not exit in {BINARY_WAIT:?}:\n{}", self.log());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        if let Some(reader) = self.reader.take() {
+            reader.join().expect("the log reader");
+        }
+        status
+    }
 }
 
-/// Appends stderr to `log`, and sends the admin address once it is logged.
-fn collect(stderr: ChildStderr, log: &Mutex<String>, admin: std::sync::mpsc::Sender<SocketAddr>) {
+/// Appends stderr to `log`, line by line, until the process closes it.
+fn collect(stderr: ChildStderr, log: &Mutex<String>) {
     let mut reader = BufReader::new(stderr);
     let mut raw = Vec::new();
     loop {
         raw.clear();
         match reader.by_ref().take(64 * 1024).read_until(b'\n', &mut raw) {
             Ok(0) | Err(_) => return,
-            Ok(_) => {}
+            Ok(_) => log.lock().unwrap().push_str(&String::from_utf8_lossy(&raw)),
         }
-        let line = String::from_utf8_lossy(&raw);
-        if line.contains("admin listening")
-            && let Some(addr) = field(&line, "addr")
-        {
-            let _ = admin.send(addr);
-        }
-        log.lock().unwrap().push_str(&line);
     }
-}
-
-/// `name=VALUE` from a text log line, parsed as an address.
-fn field(line: &str, name: &str) -> Option<SocketAddr> {
-    let start = line.find(&format!("{name}="))? + name.len() + 1;
-    line[start..].split_whitespace().next()?.parse().ok()
 }
 
 impl Drop for RlbProcess {

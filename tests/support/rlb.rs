@@ -68,15 +68,31 @@ impl Drop for TempDir {
 }
 
 /// Polls `check` every 20 ms until it is true; panics naming `what` after `timeout`.
-pub async fn eventually<F, Fut>(what: &str, timeout: Duration, mut check: F)
+pub async fn eventually<F, Fut>(what: &str, timeout: Duration, check: F)
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = bool>,
 {
+    wait_until(what, timeout, check, |ok| *ok).await;
+}
+
+/// Polls `read` every 20 ms until `done` holds for what it read, and returns that;
+/// panics naming `what` after `timeout`.
+pub async fn wait_until<T, F, Fut>(
+    what: &str,
+    timeout: Duration,
+    mut read: F,
+    done: impl Fn(&T) -> bool,
+) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = T>,
+{
     let start = Instant::now();
     loop {
-        if check().await {
-            return;
+        let value = read().await;
+        if done(&value) {
+            return value;
         }
         if start.elapsed() > timeout {
             panic!("timed out after {timeout:?} waiting for: {what}");
@@ -383,6 +399,14 @@ pub fn dead_addr() -> SocketAddr {
     listener.local_addr().unwrap()
 }
 
+/// Whether a tcp connect to `addr` is refused now.
+pub async fn refused(addr: SocketAddr) -> bool {
+    match tokio::time::timeout(Duration::from_secs(2), TcpStream::connect(addr)).await {
+        Ok(Err(e)) => e.kind() == std::io::ErrorKind::ConnectionRefused,
+        _ => false,
+    }
+}
+
 /// A keep-alive HTTP client (reqwest, no TLS, no proxy from the environment).
 pub fn client() -> reqwest::Client {
     reqwest::Client::builder()
@@ -392,15 +416,23 @@ pub fn client() -> reqwest::Client {
         .unwrap()
 }
 
-/// `GET http://addr/path`: status and body text.
-pub async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
-    let response = client()
-        .get(format!("http://{addr}{path}"))
+/// Sends `request`: status and body text; panics naming `what` when nothing answers.
+pub async fn call(request: reqwest::RequestBuilder, what: &str) -> (u16, String) {
+    let response = request
         .send()
         .await
-        .expect("GET through rlb");
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
     let status = response.status().as_u16();
     (status, response.text().await.unwrap_or_default())
+}
+
+/// `GET http://addr/path`: status and body text.
+pub async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
+    call(
+        client().get(format!("http://{addr}{path}")),
+        "GET through rlb",
+    )
+    .await
 }
 
 /// Opens a WebSocket to `ws://addr/ws` (tokio-tungstenite client).
