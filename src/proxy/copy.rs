@@ -50,7 +50,7 @@ impl End {
 /// Copies between `client` and `server` until both directions are closed, one fails,
 /// or nothing moves for `idle`. A FIN from one side shuts the write half of the other
 /// while the opposite direction keeps flowing.
-pub async fn splice<C, S>(client: C, server: S, idle: Duration) -> Totals
+pub async fn copy_both_ways<C, S>(client: C, server: S, idle: Duration) -> Totals
 where
     C: AsyncRead + AsyncWrite + Unpin,
     S: AsyncRead + AsyncWrite + Unpin,
@@ -215,7 +215,7 @@ mod tests {
     async fn copies_both_ways_and_passes_half_close() {
         let (client, mut client_far) = duplex(64);
         let (server, mut server_far) = duplex(64);
-        let task = tokio::spawn(splice(client, server, Duration::from_secs(5)));
+        let task = tokio::spawn(copy_both_ways(client, server, Duration::from_secs(5)));
         client_far.write_all(b"ping").await.unwrap();
         client_far.shutdown().await.unwrap();
         let mut got = Vec::new();
@@ -235,7 +235,7 @@ mod tests {
     async fn idle_timeout_ends_a_silent_tunnel_but_not_a_busy_one() {
         let (client, mut client_far) = duplex(64);
         let (server, mut server_far) = duplex(64);
-        let task = tokio::spawn(splice(client, server, Duration::from_secs(10)));
+        let task = tokio::spawn(copy_both_ways(client, server, Duration::from_secs(10)));
         for _ in 0..5 {
             tokio::time::sleep(Duration::from_secs(6)).await;
             client_far.write_all(b"x").await.unwrap();

@@ -42,7 +42,7 @@ pub async fn session(
         #[cfg(target_os = "linux")]
         let totals = super::zerocopy::splice_tcp(&client, &stream, idle).await;
         #[cfg(not(target_os = "linux"))]
-        let totals = super::copy::splice(client, stream, idle).await;
+        let totals = super::copy::copy_both_ways(client, stream, idle).await;
         if shared.access_log() {
             tracing::info!(
                 target: "rlb::access",

@@ -54,7 +54,7 @@ impl Pipe {
 }
 
 /// Copies between two tcp sockets until both directions are closed, one fails, or
-/// nothing moves for `idle`; the same contract as [`super::copy::splice`].
+/// nothing moves for `idle`; the same contract as [`super::copy::copy_both_ways`].
 pub async fn splice_tcp(client: &TcpStream, server: &TcpStream, idle: Duration) -> Totals {
     let start = Instant::now();
     let last = AtomicU64::new(0);

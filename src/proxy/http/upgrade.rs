@@ -16,7 +16,7 @@ use super::access_log::AccessLog;
 use super::body::ProxyBody;
 use super::headers::strip_hop_by_hop;
 use crate::connect::RequestBody;
-use crate::proxy::copy::splice;
+use crate::proxy::copy::copy_both_ways;
 use crate::server::Active;
 use crate::snapshot::Shared;
 
@@ -52,7 +52,7 @@ async fn tunnel(
     drop(sender);
     match (client, server) {
         (Ok(client), Ok(server)) => {
-            let totals = splice(TokioIo::new(client), TokioIo::new(server), idle).await;
+            let totals = copy_both_ways(TokioIo::new(client), TokioIo::new(server), idle).await;
             if let Some(mut log) = log {
                 log.bytes = totals.down;
                 log.write();
