@@ -1,8 +1,10 @@
 //! The `rlb` binary itself, for what only a spawned process shows: `--check`'s exit
-//! codes and output, and a graceful shutdown on SIGTERM that lets a slow request finish.
+//! codes and output, a missing file, `--version` and `--help`, the JSON log, and a
+//! graceful shutdown on SIGTERM that lets a slow request finish.
 //! The messages of bad configurations are the config unit tests' (`src/config/tests.rs`).
 mod support;
 
+use std::path::Path;
 use std::time::Duration;
 
 use support::process::RlbCommand;
@@ -81,4 +83,71 @@ async fn sigterm_lets_a_slow_request_finish_then_exits_0() {
             lines.join("\n")
         );
     }
+}
+
+#[test]
+fn a_missing_file_exits_1_naming_it() {
+    let output = RlbCommand::file(Path::new("/nonexistent/lb.toml")).run();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.starts_with("/nonexistent/lb.toml: cannot read the file"),
+        "{stderr}"
+    );
+    assert!(output.stdout.is_empty());
+}
+
+#[test]
+fn version_and_help_exit_0() {
+    let version = RlbCommand::file(Path::new("lb.toml"))
+        .arg("--version")
+        .run();
+    assert!(version.status.success(), "{version:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&version.stdout).trim(),
+        format!("rlb {}", env!("CARGO_PKG_VERSION"))
+    );
+    let help = RlbCommand::file(Path::new("lb.toml")).arg("--help").run();
+    let text = String::from_utf8_lossy(&help.stdout);
+    assert!(help.status.success(), "{help:?}");
+    assert!(
+        text.contains("--config") && text.contains("--check"),
+        "{text}"
+    );
+}
+
+/// `log_format = "json"`: every line of the log is one JSON object.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_log_format_writes_one_object_a_line() {
+    let a = TestServer::start("a").await;
+    let mut rlb = RlbCommand::text(&format!(
+        "[global]\nlog_format = \"json\"\n\
+         [listeners.web]\nbind = \"127.0.0.1:0\"\nroutes = [{{ upstream = \"app\" }}]\n\
+         [upstreams.app]\nservers = [\"{}\"]\n",
+        a.addr
+    ))
+    .spawn();
+    wait_until(
+        "rlb started",
+        Duration::from_secs(20),
+        || async { rlb.log() },
+        |log| log.contains("rlb started"),
+    )
+    .await;
+    rlb.signal("TERM");
+    assert_eq!(rlb.exit().await.code(), Some(0), "{}", rlb.log());
+    let lines: Vec<serde_json::Value> = rlb
+        .log()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    assert!(lines.iter().all(|l| l["level"].is_string()), "{lines:#?}");
+    assert!(
+        lines.iter().any(|l| l["message"] == "rlb started"),
+        "{lines:#?}"
+    );
+    assert!(
+        lines.iter().any(|l| l["message"] == "rlb stopped"),
+        "{lines:#?}"
+    );
 }
