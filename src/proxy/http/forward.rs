@@ -211,24 +211,25 @@ async fn attempt(
     // A server ejected while the request waits (a frozen one, by its checks' timeout)
     // will not answer: give up on it now, not at the response timeout.
     let ejected = server.ejected();
+    // `None`: ejected; `Some(None)`: the response timeout ran out.
     let sent = tokio::select! {
-        sent = response_within(sender.try_send_request(request), progress, timeout) => sent,
-        () = ejected => Some(Err(None)),
+        sent = response_within(sender.try_send_request(request), progress, timeout) => Some(sent),
+        () = ejected => None,
     };
     let error = match sent {
-        Some(Ok(response)) => return Attempt::Answered(response, sender),
-        Some(Err(Some(mut e))) => match e.take_message() {
+        Some(Some(Ok(response))) => return Attempt::Answered(response, sender),
+        Some(Some(Err(mut e))) => match e.take_message() {
             Some(request) => return Attempt::Unsent(request),
             None => ProxyError::Server {
                 addr,
                 source: e.into_error(),
             },
         },
-        Some(Err(None)) => ProxyError::Ejected { addr },
-        None => {
+        Some(None) => {
             server.stats.timeouts.fetch_add(1, Ordering::Relaxed);
             return Attempt::Failed(ProxyError::ResponseTimeout { addr, timeout });
         }
+        None => ProxyError::Ejected { addr },
     };
     server
         .stats
@@ -240,11 +241,11 @@ async fn attempt(
 /// Waits for the response head. The `timeout` runs from the moment the request body
 /// has been sent in full, and while it is sent, from its last progress: a slow upload
 /// is not a slow server, and a stalled one still ends. `None` when it ran out.
-async fn response_within<T, E>(
-    response: impl Future<Output = Result<T, E>>,
+async fn response_within<F: Future>(
+    response: F,
     progress: &mut Option<watch::Receiver<()>>,
     timeout: Duration,
-) -> Option<Result<T, Option<E>>> {
+) -> Option<F::Output> {
     tokio::pin!(response);
     let deadline = tokio::time::sleep(timeout);
     tokio::pin!(deadline);
@@ -256,7 +257,7 @@ async fn response_within<T, E>(
             }
         };
         tokio::select! {
-            output = &mut response => return Some(output.map_err(Some)),
+            output = &mut response => return Some(output),
             () = &mut deadline => return None,
             more = moved => {
                 if !more {
