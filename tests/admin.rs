@@ -749,3 +749,87 @@ async fn removing_checks_brings_a_down_server_back_with_an_event() {
     let counts = spread(rlb.listener_addr("web").unwrap(), 4).await;
     assert_eq!(counts.get("b"), Some(&2), "{counts:?}");
 }
+
+/// Without checks, `rlb_server_up` and `/status` `healthy` say whether the server's last
+/// connect failed; it stays in rotation, and one good connect makes it healthy again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_server_without_checks_is_not_healthy_until_it_answers() {
+    let (dead, live) = (
+        TestServer::start("dead").await,
+        TestServer::start("live").await,
+    );
+    dead.stop();
+    let rlb = start(&app_config(&quoted(&[dead.addr, live.addr]), ""));
+    let (web, admin) = (rlb.listener_addr("web").unwrap(), rlb.admin_addr().unwrap());
+    assert_eq!(
+        server_metric(admin, "rlb_server_up", "app", dead.addr).await,
+        1.0
+    );
+    for _ in 0..4 {
+        assert_eq!(get(web, "/").await, (200, "live".to_string()));
+    }
+    assert_eq!(
+        server_metric(admin, "rlb_server_up", "app", dead.addr).await,
+        0.0
+    );
+    assert_eq!(
+        server_metric(admin, "rlb_server_up", "app", live.addr).await,
+        1.0
+    );
+    let entry = server_status(admin, "app", dead.addr).await;
+    assert_eq!(
+        (&entry["healthy"], &entry["state"]),
+        (&Value::Bool(false), &Value::from("up"))
+    );
+
+    dead.restart().await;
+    eventually("the restarted server is used again", WAIT, || async {
+        get(web, "/").await.1 == "dead"
+    })
+    .await;
+    assert_eq!(
+        server_metric(admin, "rlb_server_up", "app", dead.addr).await,
+        1.0
+    );
+}
+
+/// Every metric is there from the start, at 0 for each label value, and a refused
+/// `POST /reload` answers JSON naming each problem.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_exist_from_the_start_and_reload_errors_are_json() {
+    let a = TestServer::start("a").await;
+    let dir = TempDir::new("admin-json");
+    let path = dir.file("lb.toml", &app_config(&quoted(&[a.addr]), ""));
+    let rlb = start_file(&path);
+    let admin = rlb.admin_addr().unwrap();
+    let text = metrics(admin).await;
+    for (name, labels) in [
+        ("rlb_errors_total", [("kind", "no_server")]),
+        ("rlb_errors_total", [("kind", "timeout")]),
+        ("rlb_reloads_total", [("result", "ok")]),
+        ("rlb_reloads_total", [("result", "failed")]),
+    ] {
+        assert_eq!(
+            sample(&text, name, &labels),
+            Some(0.0),
+            "{name} {labels:?} in:\n{text}"
+        );
+    }
+    std::fs::write(&path, "[listeners.web]\nbind = 80\nroutes = 1\n").unwrap();
+    let (code, body) = admin_reload(admin).await;
+    assert_eq!(code, 400);
+    let answer: Value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"));
+    let errors = answer["errors"].as_array().expect("an errors list");
+    assert!(errors.len() >= 2, "{answer}");
+    assert!(
+        errors
+            .iter()
+            .all(|e| e.as_str().unwrap_or("").contains("lb.toml:")),
+        "{answer}"
+    );
+    let text = metrics(admin).await;
+    assert_eq!(
+        sample(&text, "rlb_reloads_total", &[("result", "failed")]),
+        Some(1.0)
+    );
+}

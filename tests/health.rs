@@ -103,14 +103,7 @@ async fn rise_and_fall_count_consecutive_results_exactly() {
                 let Ok((mut stream, _)) = listener.accept().await else {
                     continue;
                 };
-                let mut head = Vec::new();
-                let mut buf = [0u8; 1024];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match stream.read(&mut buf).await {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => head.extend_from_slice(&buf[..n]),
-                    }
-                }
+                read_head(&mut stream).await;
                 let rlb = loop {
                     match rlb_cell.get() {
                         Some(rlb) => break rlb,

@@ -11,7 +11,7 @@ use http::{Request, Version, header};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
 use support::rlb::*;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 
 /// A server that reads a request head, writes `response` and closes, for every
@@ -22,13 +22,8 @@ async fn closing_server(response: &'static str) -> SocketAddr {
     tokio::spawn(async move {
         while let Ok((mut stream, _)) = listener.accept().await {
             tokio::spawn(async move {
-                let mut head = Vec::new();
-                let mut buf = [0u8; 1024];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match stream.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&buf[..n]),
-                    }
+                if !read_head(&mut stream).await {
+                    return;
                 }
                 let _ = stream.write_all(response.as_bytes()).await;
                 let _ = stream.shutdown().await;

@@ -363,13 +363,8 @@ pub async fn dying_server() -> (SocketAddr, Arc<AtomicUsize>, CancellationToken)
             };
             let count = count.clone();
             tokio::spawn(async move {
-                let mut head = Vec::new();
-                let mut buf = [0u8; 4096];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match stream.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&buf[..n]),
-                    }
+                if !read_head(&mut stream).await {
+                    return;
                 }
                 count.fetch_add(1, Ordering::SeqCst);
             });
@@ -379,6 +374,20 @@ pub async fn dying_server() -> (SocketAddr, Arc<AtomicUsize>, CancellationToken)
 }
 
 /// Writes `request` on a fresh connection and reads until the other side closes.
+/// Reads from `stream` until a request head has ended (a blank line); false when the
+/// client went away first.
+pub async fn read_head(stream: &mut TcpStream) -> bool {
+    let mut head = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => return false,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+        }
+    }
+    true
+}
+
 pub async fn raw_http(addr: SocketAddr, request: &str) -> String {
     let mut stream = TcpStream::connect(addr).await.expect("connect");
     stream
