@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 pub use super::raw::{Balance, LogFormat};
+pub use super::tls::TlsConfig;
 
 /// A validated configuration: every address parsed, every duration converted, every
 /// upstream reference resolved.
@@ -41,6 +42,8 @@ pub struct ListenerConfig {
     pub mode: Mode,
     /// How long a tcp session or an upgraded tunnel may stay silent in both directions.
     pub idle_timeout: Duration,
+    /// Set when the listener terminates TLS (`[listeners.NAME.tls]`).
+    pub tls: Option<TlsConfig>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
