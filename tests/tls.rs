@@ -78,7 +78,10 @@ async fn an_https_request_is_served_and_the_server_sees_x_forwarded_proto_https(
     assert_eq!(status, 200);
     assert!(headers.contains("x-forwarded-proto: https\n"), "{headers}");
     // Keep-alive: a second request on the same TLS connection.
-    assert_eq!(get_on(&mut http, HOST, "/").await.unwrap(), (200, "s1".into()));
+    assert_eq!(
+        get_on(&mut http, HOST, "/").await.unwrap(),
+        (200, "s1".into())
+    );
 }
 
 #[tokio::test]
@@ -104,10 +107,15 @@ async fn the_certificate_is_chosen_by_sni_exact_then_wildcard_else_the_first() {
     ];
     for (sni, want) in cases {
         let stream = connect(addr, sni, any_certificate()).await.expect(sni);
-        assert!(peer_certificate(&stream) == want.der, "SNI {sni}: the wrong certificate");
+        assert!(
+            peer_certificate(&stream) == want.der,
+            "SNI {sni}: the wrong certificate"
+        );
     }
     // A client that verifies: the wildcard certificate is valid for its name.
-    let (status, _) = https_get(addr, "x.b.example.test", trusting(&ca)).await.unwrap();
+    let (status, _) = https_get(addr, "x.b.example.test", trusting(&ca))
+        .await
+        .unwrap();
     assert_eq!(status, 200);
 }
 
@@ -117,7 +125,10 @@ async fn min_version_1_3_refuses_a_tls_1_2_client() {
     let (ca, _leaf, _server, rlb) = https_rlb(&dir, "min_version = \"1.3\"").await;
     let addr = rlb.listener_addr("web").unwrap();
     let old = client_with(Some(&ca), TLS12_ONLY, None);
-    assert!(connect(addr, HOST, old).await.is_err(), "a TLS 1.2 client got in");
+    assert!(
+        connect(addr, HOST, old).await.is_err(),
+        "a TLS 1.2 client got in"
+    );
     let new = client_with(Some(&ca), TLS13_ONLY, None);
     assert_eq!(https_get(addr, HOST, new).await.unwrap().0, 200);
     // The default (1.2) lets the same TLS 1.2 client in.
@@ -138,13 +149,22 @@ async fn with_client_ca_only_clients_with_a_certificate_it_signed_are_served() {
     let addr = rlb.listener_addr("web").unwrap();
     let good = clients.client("client.example.test");
     let with_cert = client_with(Some(&ca), ANY_VERSION, Some(&good));
-    assert_eq!(https_get(addr, HOST, with_cert).await.unwrap(), (200, "s1".into()));
+    assert_eq!(
+        https_get(addr, HOST, with_cert).await.unwrap(),
+        (200, "s1".into())
+    );
     let without = https_get(addr, HOST, trusting(&ca)).await;
-    assert!(without.is_err(), "served without a client certificate: {without:?}");
+    assert!(
+        without.is_err(),
+        "served without a client certificate: {without:?}"
+    );
     let stranger = Ca::new("another CA").client("client.example.test");
     let other = client_with(Some(&ca), ANY_VERSION, Some(&stranger));
     let refused = https_get(addr, HOST, other).await;
-    assert!(refused.is_err(), "served with a certificate of another CA: {refused:?}");
+    assert!(
+        refused.is_err(),
+        "served with a certificate of another CA: {refused:?}"
+    );
 }
 
 #[tokio::test]
@@ -155,11 +175,20 @@ async fn a_second_connection_resumes_its_session() {
     // One client config holds one session cache.
     let config = trusting(&ca);
     let first = connect(addr, HOST, config.clone()).await.unwrap();
-    assert_eq!(first.get_ref().1.handshake_kind(), Some(HandshakeKind::Full));
+    assert_eq!(
+        first.get_ref().1.handshake_kind(),
+        Some(HandshakeKind::Full)
+    );
     // The ticket comes after the handshake; a request makes the client read it.
-    assert_eq!(get_on(&mut http1(first).await, HOST, "/").await.unwrap().0, 200);
+    assert_eq!(
+        get_on(&mut http1(first).await, HOST, "/").await.unwrap().0,
+        200
+    );
     let second = connect(addr, HOST, config).await.unwrap();
-    assert_eq!(second.get_ref().1.handshake_kind(), Some(HandshakeKind::Resumed));
+    assert_eq!(
+        second.get_ref().1.handshake_kind(),
+        Some(HandshakeKind::Resumed)
+    );
 }
 
 #[tokio::test]
@@ -190,14 +219,23 @@ servers = ["{}"]
     let config = trusting(&ca);
     let open = rlb.listener_addr("open").unwrap();
     let stream = connect(open, HOST, config.clone()).await.unwrap();
-    assert_eq!(get_on(&mut http1(stream).await, HOST, "/").await.unwrap().0, 200);
+    assert_eq!(
+        get_on(&mut http1(stream).await, HOST, "/").await.unwrap().0,
+        200
+    );
     // The client offers its ticket for HOST to the mTLS listener, which must not take it.
     let mtls = rlb.listener_addr("mtls").unwrap();
     let refused = https_get(mtls, HOST, config.clone()).await;
-    assert!(refused.is_err(), "resumed into the mTLS listener: {refused:?}");
+    assert!(
+        refused.is_err(),
+        "resumed into the mTLS listener: {refused:?}"
+    );
     // The open listener still resumes it.
     let again = connect(open, HOST, config).await.unwrap();
-    assert_eq!(again.get_ref().1.handshake_kind(), Some(HandshakeKind::Resumed));
+    assert_eq!(
+        again.get_ref().1.handshake_kind(),
+        Some(HandshakeKind::Resumed)
+    );
 }
 
 #[tokio::test]
@@ -260,7 +298,10 @@ async fn a_client_that_does_not_finish_its_handshake_is_closed_while_others_are_
             "not closed: {read:?}"
         );
     }
-    assert!(started.elapsed() >= Duration::from_millis(250), "closed too soon");
+    assert!(
+        started.elapsed() >= Duration::from_millis(250),
+        "closed too soon"
+    );
 }
 
 #[tokio::test]
@@ -277,7 +318,10 @@ async fn garbage_instead_of_a_client_hello_costs_only_its_own_connection() {
     let mut answer = Vec::new();
     let read = tokio::time::timeout(Duration::from_secs(5), garbage.read_to_end(&mut answer)).await;
     assert!(read.is_ok(), "the garbage connection was not closed");
-    assert!(!String::from_utf8_lossy(&answer).contains("HTTP/1.1"), "answered in plain HTTP");
+    assert!(
+        !String::from_utf8_lossy(&answer).contains("HTTP/1.1"),
+        "answered in plain HTTP"
+    );
     assert_eq!(server.hits(), 0);
     // The connection opened before and a new one are both served.
     assert_eq!(get_on(&mut open, HOST, "/").await.unwrap().0, 200);
@@ -310,9 +354,15 @@ async fn a_reload_gives_new_handshakes_the_new_certificate_and_open_connections_
     let new = ca.server(&[HOST]);
     new.write(&dir, "app");
     rlb.reload().await.expect("reload with the new certificate");
-    assert_eq!(get_on(&mut open, HOST, "/").await.unwrap(), (200, "s1".into()));
+    assert_eq!(
+        get_on(&mut open, HOST, "/").await.unwrap(),
+        (200, "s1".into())
+    );
     let fresh = connect(addr, HOST, any_certificate()).await.unwrap();
-    assert!(peer_certificate(&fresh) == new.der, "a new handshake got the old certificate");
+    assert!(
+        peer_certificate(&fresh) == new.der,
+        "a new handshake got the old certificate"
+    );
 
     let admin = rlb.admin_addr().unwrap();
     let timeline = events(admin).await;
@@ -347,6 +397,9 @@ async fn a_reload_with_a_key_that_is_not_the_certificates_is_refused_and_the_old
 
     assert_eq!(get_on(&mut open, HOST, "/").await.unwrap().0, 200);
     let fresh = connect(addr, HOST, trusting(&ca)).await.unwrap();
-    assert!(peer_certificate(&fresh) == old.der, "the old certificate no longer serves");
+    assert!(
+        peer_certificate(&fresh) == old.der,
+        "the old certificate no longer serves"
+    );
     assert!(named(&events(admin).await, "tls_reloaded").is_empty());
 }

@@ -17,7 +17,7 @@ mod validate;
 use std::path::Path;
 
 pub use duration::parse_duration;
-pub use tls::{Certificate, ClientCa, DEFAULT_HANDSHAKE_TIMEOUT, TlsVersion, crypto_provider};
+pub use tls::crypto_provider;
 pub use types::*;
 
 impl Config {

@@ -2,16 +2,13 @@
 //! certificate, the names from its SANs), `client_ca` turned into a verifier, and every
 //! problem reported at the key that names the file.
 
-use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
-use std::time::Duration;
 
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
-use rustls::server::danger::ClientCertVerifier;
 use rustls::sign::CertifiedKey;
 use rustls::{Error as TlsError, InconsistentKeys, RootCertStore};
 use toml::Spanned;
@@ -19,78 +16,11 @@ use toml::Spanned;
 use super::collect::{Errors, Value};
 use super::raw::{RawCertificate, RawMode, RawTls};
 
-pub use super::raw::TlsVersion;
-
-/// nginx's `ssl_handshake_timeout` and HAProxy's usual `timeout client-hs`.
-pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+use super::types::{Certificate, ClientCa, DEFAULT_HANDSHAKE_TIMEOUT, TlsConfig};
 
 /// What an http listener may offer in ALPN until HTTP/2 is served (issue 10's next step
 /// adds `h2` and makes it the default).
 const HTTP_ALPN: &str = "http/1.1";
-
-/// A listener that terminates TLS, its files loaded and checked.
-#[derive(Debug, Clone, PartialEq)]
-pub struct TlsConfig {
-    /// In file order; the first is the one served without SNI or without a match.
-    pub certificates: Vec<Certificate>,
-    pub min_version: TlsVersion,
-    /// Offered in this order; empty offers nothing.
-    pub alpn: Vec<String>,
-    /// When set, a client must present a certificate signed by it.
-    pub client_ca: Option<ClientCa>,
-    pub handshake_timeout: Duration,
-}
-
-/// One PEM chain and its private key, loaded. Equal when the chain and the key bytes
-/// are, so a reload can tell which listeners' certificates changed.
-#[derive(Clone)]
-pub struct Certificate {
-    /// The `cert` file, resolved against the configuration file's directory.
-    pub path: PathBuf,
-    /// The DNS names of its SANs, lowercase; a wildcard is kept as `*.example.test`.
-    pub names: Vec<String>,
-    pub key: Arc<CertifiedKey>,
-    /// The private key's DER, compared and never printed.
-    key_der: Arc<[u8]>,
-}
-
-impl PartialEq for Certificate {
-    fn eq(&self, other: &Certificate) -> bool {
-        self.key.cert == other.key.cert && self.key_der == other.key_der
-    }
-}
-
-impl fmt::Debug for Certificate {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Certificate")
-            .field("path", &self.path)
-            .field("names", &self.names)
-            .finish_non_exhaustive()
-    }
-}
-
-/// The CA that client certificates must chain to (mTLS).
-#[derive(Clone)]
-pub struct ClientCa {
-    pub path: PathBuf,
-    /// The CA certificates; also what tells one client-auth policy from another.
-    pub certs: Vec<CertificateDer<'static>>,
-    pub verifier: Arc<dyn ClientCertVerifier>,
-}
-
-impl PartialEq for ClientCa {
-    fn eq(&self, other: &ClientCa) -> bool {
-        self.certs == other.certs
-    }
-}
-
-impl fmt::Debug for ClientCa {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ClientCa")
-            .field("path", &self.path)
-            .finish_non_exhaustive()
-    }
-}
 
 /// The one crypto provider, named rather than taken from the process default, so that
 /// a dependency enabling another provider cannot change it. ring: it builds with a C
@@ -173,10 +103,7 @@ fn validate_alpn(
     for protocol in alpn {
         let name = protocol.get_ref();
         if name.is_empty() || name.len() > 255 {
-            errors.at(
-                protocol.span(),
-                "an ALPN protocol name is 1 to 255 bytes",
-            );
+            errors.at(protocol.span(), "an ALPN protocol name is 1 to 255 bytes");
             ok = false;
         } else if mode == RawMode::Http && name != HTTP_ALPN {
             errors.at(protocol.span(), format!("http listeners offer only \"{HTTP_ALPN}\" in `alpn` for now (\"h2\" comes with HTTP/2), found \"{name}\""));
@@ -212,7 +139,13 @@ fn load_certificate(
         match PrivateKeyDer::from_pem_slice(&pem) {
             Ok(key) => Some(key),
             Err(e) => {
-                errors.at(raw.key.span(), format!("no private key in `{}` (a PEM PKCS#8, RSA or EC key): {e}", path.display()));
+                errors.at(
+                    raw.key.span(),
+                    format!(
+                        "no private key in `{}` (a PEM PKCS#8, RSA or EC key): {e}",
+                        path.display()
+                    ),
+                );
                 None
             }
         }
@@ -227,11 +160,21 @@ fn load_certificate(
             key_der,
         }),
         Err(TlsError::InconsistentKeys(InconsistentKeys::KeyMismatch)) => {
-            errors.at(raw.key.span(), format!("`{}` is not the key of the certificate in `{}`", raw.key.get_ref(), path.display()));
+            errors.at(
+                raw.key.span(),
+                format!(
+                    "`{}` is not the key of the certificate in `{}`",
+                    raw.key.get_ref(),
+                    path.display()
+                ),
+            );
             None
         }
         Err(e) => {
-            errors.at(raw.key.span(), format!("cannot use the key `{}`: {e}", raw.key.get_ref()));
+            errors.at(
+                raw.key.span(),
+                format!("cannot use the key `{}`: {e}", raw.key.get_ref()),
+            );
             None
         }
     }
@@ -247,7 +190,13 @@ fn certificates_in(
     match CertificateDer::pem_slice_iter(pem).collect::<Result<Vec<_>, _>>() {
         Ok(chain) if !chain.is_empty() => Some(chain),
         Ok(_) => {
-            errors.at(key.span(), format!("no certificate in `{}` (expected PEM \"-----BEGIN CERTIFICATE-----\" blocks)", path.display()));
+            errors.at(
+                key.span(),
+                format!(
+                    "no certificate in `{}` (expected PEM \"-----BEGIN CERTIFICATE-----\" blocks)",
+                    path.display()
+                ),
+            );
             None
         }
         Err(e) => {
@@ -272,7 +221,13 @@ fn names_of(
                 .collect(),
         ),
         Err(e) => {
-            errors.at(key.span(), format!("the first certificate in `{}` cannot be parsed: {e}", path.display()));
+            errors.at(
+                key.span(),
+                format!(
+                    "the first certificate in `{}` cannot be parsed: {e}",
+                    path.display()
+                ),
+            );
             None
         }
     }
@@ -284,7 +239,13 @@ fn load_client_ca(errors: &mut Errors<'_>, base: &Path, key: &Spanned<String>) -
     let mut roots = RootCertStore::empty();
     let (_, unusable) = roots.add_parsable_certificates(certs.iter().cloned());
     if unusable > 0 {
-        errors.at(key.span(), format!("{unusable} certificate(s) in `{}` cannot be used as a CA", path.display()));
+        errors.at(
+            key.span(),
+            format!(
+                "{unusable} certificate(s) in `{}` cannot be used as a CA",
+                path.display()
+            ),
+        );
         return None;
     }
     match WebPkiClientVerifier::builder_with_provider(Arc::new(roots), crypto_provider()).build() {
@@ -294,7 +255,10 @@ fn load_client_ca(errors: &mut Errors<'_>, base: &Path, key: &Spanned<String>) -
             verifier,
         }),
         Err(e) => {
-            errors.at(key.span(), format!("cannot verify clients with `{}`: {e}", path.display()));
+            errors.at(
+                key.span(),
+                format!("cannot verify clients with `{}`: {e}", path.display()),
+            );
             None
         }
     }

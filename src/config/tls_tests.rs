@@ -24,7 +24,10 @@ impl Files {
         let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
         let made = rcgen::generate_simple_self_signed(names).unwrap();
         self.write(&format!("certs/{stem}.pem"), &made.cert.pem());
-        self.write(&format!("certs/{stem}.key"), &made.signing_key.serialize_pem());
+        self.write(
+            &format!("certs/{stem}.key"),
+            &made.signing_key.serialize_pem(),
+        );
     }
 
     fn write(&self, name: &str, text: &str) {
@@ -44,11 +47,11 @@ impl Files {
         let origin = format!("{}:", self.origin());
         match self.parse(text) {
             Ok(c) => panic!("accepted: {c:?}"),
-            Err(e) => e
-                .0
-                .iter()
-                .map(|e| e.to_string().replacen(&origin, "", 1))
-                .collect(),
+            Err(e) => {
+                e.0.iter()
+                    .map(|e| e.to_string().replacen(&origin, "", 1))
+                    .collect()
+            }
         }
     }
 }
@@ -139,7 +142,9 @@ handshake_timeout = "2s"
     assert_eq!(tls.client_ca.as_ref().unwrap().certs.len(), 1);
     assert_eq!(tls.handshake_timeout, Duration::from_secs(2));
     // A tcp listener offers no ALPN unless told to.
-    let plain = files.parse(&text.replace("alpn = [\"mysql\"]\n", "")).unwrap();
+    let plain = files
+        .parse(&text.replace("alpn = [\"mysql\"]\n", ""))
+        .unwrap();
     assert!(plain.listeners[0].tls.as_ref().unwrap().alpn.is_empty());
 }
 
@@ -200,7 +205,11 @@ handshake_timeout = 10"#,
     assert_eq!(found.len(), 4, "{found:#?}");
     assert!(found[0].starts_with("10:12: cannot read"), "{}", found[0]);
     assert!(found[1].starts_with("10:39: cannot read"), "{}", found[1]);
-    assert!(found[2].starts_with("12:13: no certificate in"), "{}", found[2]);
+    assert!(
+        found[2].starts_with("12:13: no certificate in"),
+        "{}",
+        found[2]
+    );
     assert!(
         found[3].starts_with("13:21: `handshake_timeout` is a duration"),
         "{}",

@@ -9,8 +9,8 @@ use toml::de::{DeTable, DeValue};
 
 use super::collect::{Errors, Value, finish};
 use super::health::validate_health;
-use super::tls::validate_tls;
 use super::raw::*;
+use super::tls::validate_tls;
 use super::types::*;
 
 pub(super) fn parse(text: &str, origin: &str) -> Result<Config, ConfigErrors> {
@@ -146,7 +146,12 @@ fn validate_listener(
     binds: &mut Vec<(SocketAddr, String)>,
 ) -> Option<ListenerConfig> {
     let table = errors.table(value, &format!("listener `{name}`"))?;
-    let nested = |key: &str| table.iter().find(|(k, _)| k.get_ref() == key).map(|(_, v)| v);
+    let nested = |key: &str| {
+        table
+            .iter()
+            .find(|(k, _)| k.get_ref() == key)
+            .map(|(_, v)| v)
+    };
     let (routes_value, tls_value) = (nested("routes"), nested("tls"));
     let raw: Option<RawListener> = errors.leaf(value);
     // Routes and TLS are checked even when the rest of the table is not, to report

@@ -41,7 +41,9 @@ pub async fn session(
         server.stats.requests.fetch_add(1, Ordering::Relaxed);
         let totals = match client {
             #[cfg(target_os = "linux")]
-            ClientStream::Plain(client) => super::zerocopy::splice_tcp(&client, &stream, idle).await,
+            ClientStream::Plain(client) => {
+                super::zerocopy::splice_tcp(&client, &stream, idle).await
+            }
             #[cfg(not(target_os = "linux"))]
             ClientStream::Plain(client) => super::copy::copy_both_ways(client, stream, idle).await,
             // splice(2) cannot see the plaintext: rustls decrypts in user space.

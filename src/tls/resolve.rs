@@ -45,9 +45,9 @@ impl ByName {
     pub fn find(&self, sni: Option<&str>) -> Option<Arc<CertifiedKey>> {
         let found = sni.and_then(|sni| {
             let name = normalize_name(sni);
-            self.exact.get(&name).or_else(|| {
-                wildcard_suffix(&name).and_then(|suffix| self.wildcard.get(suffix))
-            })
+            self.exact
+                .get(&name)
+                .or_else(|| wildcard_suffix(&name).and_then(|suffix| self.wildcard.get(suffix)))
         });
         found.or(self.first.as_ref()).cloned()
     }

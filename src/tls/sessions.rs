@@ -82,9 +82,10 @@ mod tests {
         let cert: CertificateDer<'static> = made.cert.der().clone();
         let mut roots = RootCertStore::empty();
         roots.add(cert.clone()).unwrap();
-        let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), crypto_provider())
-            .build()
-            .unwrap();
+        let verifier =
+            WebPkiClientVerifier::builder_with_provider(Arc::new(roots), crypto_provider())
+                .build()
+                .unwrap();
         ClientCa {
             path: "clients.pem".into(),
             certs: vec![cert],
@@ -99,7 +100,10 @@ mod tests {
         let open = sessions.store(None);
         assert!(Arc::ptr_eq(&open.cache, &sessions.store(None).cache));
         let mtls = sessions.store(Some(&ca));
-        assert!(Arc::ptr_eq(&mtls.cache, &sessions.store(Some(&ca.clone())).cache));
+        assert!(Arc::ptr_eq(
+            &mtls.cache,
+            &sessions.store(Some(&ca.clone())).cache
+        ));
         assert!(!Arc::ptr_eq(&open.cache, &mtls.cache));
         let stranger = sessions.store(Some(&other));
         assert!(!Arc::ptr_eq(&mtls.cache, &stranger.cache));

@@ -77,7 +77,9 @@ impl Ca {
         let mut params = CertificateParams::new(names).expect("leaf params");
         params.extended_key_usages = vec![usage];
         let key = KeyPair::generate().expect("leaf key");
-        let cert = params.signed_by(&key, &self.issuer).expect("leaf certificate");
+        let cert = params
+            .signed_by(&key, &self.issuer)
+            .expect("leaf certificate");
         Leaf {
             cert_pem: cert.pem(),
             key_pem: key.serialize_pem(),
@@ -171,7 +173,12 @@ pub async fn connect(
 
 /// The end-entity certificate the server presented.
 pub fn peer_certificate(stream: &TlsStream<TcpStream>) -> CertificateDer<'static> {
-    stream.get_ref().1.peer_certificates().expect("a peer certificate")[0].clone()
+    stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .expect("a peer certificate")[0]
+        .clone()
 }
 
 /// An HTTP/1.1 client connection over `stream`, for several requests.
@@ -195,10 +202,20 @@ pub async fn get_on(
         .expect("request");
     let exchange = async {
         sender.ready().await.map_err(|e| e.to_string())?;
-        let response = sender.send_request(request).await.map_err(|e| e.to_string())?;
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|e| e.to_string())?;
         let status = response.status().as_u16();
-        let body = response.into_body().collect().await.map_err(|e| e.to_string())?;
-        Ok((status, String::from_utf8_lossy(&body.to_bytes()).into_owned()))
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok((
+            status,
+            String::from_utf8_lossy(&body.to_bytes()).into_owned(),
+        ))
     };
     tokio::time::timeout(Duration::from_secs(10), exchange)
         .await
@@ -239,7 +256,12 @@ impl ServerCertVerifier for AcceptAny {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn verify_tls13_signature(
@@ -248,7 +270,12 @@ impl ServerCertVerifier for AcceptAny {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
