@@ -50,12 +50,19 @@ servers = ["{server}"]
 /// A CA, a certificate for `HOST` written into `dir`, and rlb serving it before a
 /// test server named `s1`.
 async fn https_rlb(dir: &TempDir, extra: &str) -> (Ca, Leaf, TestServer, rlb::Rlb) {
+    let (ca, leaf, certs) = host_certificate(dir);
+    let server = TestServer::start("s1").await;
+    let rlb = start(&https_config(server.addr, &certs, extra));
+    (ca, leaf, server, rlb)
+}
+
+/// A CA and its certificate for `HOST`, written into `dir` as `app.pem` and `app.key`,
+/// with the `certificates = [...]` line that names them.
+fn host_certificate(dir: &TempDir) -> (Ca, Leaf, String) {
     let ca = Ca::new("test CA");
     let leaf = ca.server(&[HOST]);
-    let files = leaf.write(dir, "app");
-    let server = TestServer::start("s1").await;
-    let rlb = start(&https_config(server.addr, &certificates(&[files]), extra));
-    (ca, leaf, server, rlb)
+    let certs = certificates(&[leaf.write(dir, "app")]);
+    (ca, leaf, certs)
 }
 
 /// `LINE:COL` (1-based) of the first `needle` in `text`.
@@ -167,6 +174,16 @@ async fn with_client_ca_only_clients_with_a_certificate_it_signed_are_served() {
     );
 }
 
+/// Connects with `config` and has `GET /` answered 200 (which also makes the client
+/// read the session ticket that follows the handshake): how the handshake went.
+async fn served(addr: SocketAddr, config: std::sync::Arc<rustls::ClientConfig>) -> HandshakeKind {
+    let stream = connect(addr, HOST, config).await.expect("handshake");
+    let kind = stream.get_ref().1.handshake_kind().expect("handshake done");
+    let answer = get_on(&mut http1(stream).await, HOST, "/").await;
+    assert_eq!(answer.map(|(status, _)| status), Ok(200));
+    kind
+}
+
 #[tokio::test]
 async fn a_second_connection_resumes_its_session() {
     let dir = TempDir::new("tls-resume");
@@ -174,31 +191,16 @@ async fn a_second_connection_resumes_its_session() {
     let addr = rlb.listener_addr("web").unwrap();
     // One client config holds one session cache.
     let config = trusting(&ca);
-    let first = connect(addr, HOST, config.clone()).await.unwrap();
-    assert_eq!(
-        first.get_ref().1.handshake_kind(),
-        Some(HandshakeKind::Full)
-    );
-    // The ticket comes after the handshake; a request makes the client read it.
-    assert_eq!(
-        get_on(&mut http1(first).await, HOST, "/").await.unwrap().0,
-        200
-    );
-    let second = connect(addr, HOST, config).await.unwrap();
-    assert_eq!(
-        second.get_ref().1.handshake_kind(),
-        Some(HandshakeKind::Resumed)
-    );
+    assert_eq!(served(addr, config.clone()).await, HandshakeKind::Full);
+    assert_eq!(served(addr, config).await, HandshakeKind::Resumed);
 }
 
 #[tokio::test]
 async fn a_session_from_a_listener_without_client_auth_does_not_open_an_mtls_one() {
     let dir = TempDir::new("tls-policies");
-    let ca = Ca::new("test CA");
-    let files = ca.server(&[HOST]).write(&dir, "app");
+    let (ca, _leaf, certs) = host_certificate(&dir);
     let clients = Ca::new("clients CA").write(&dir, "clients.pem");
     let server = TestServer::start("s1").await;
-    let certs = certificates(&[files]);
     let rlb = start(&format!(
         r#"[listeners.open]
 bind = "127.0.0.1:0"
@@ -218,11 +220,7 @@ servers = ["{}"]
     ));
     let config = trusting(&ca);
     let open = rlb.listener_addr("open").unwrap();
-    let stream = connect(open, HOST, config.clone()).await.unwrap();
-    assert_eq!(
-        get_on(&mut http1(stream).await, HOST, "/").await.unwrap().0,
-        200
-    );
+    assert_eq!(served(open, config.clone()).await, HandshakeKind::Full);
     // The client offers its ticket for HOST to the mTLS listener, which must not take it.
     let mtls = rlb.listener_addr("mtls").unwrap();
     let refused = https_get(mtls, HOST, config.clone()).await;
@@ -231,18 +229,13 @@ servers = ["{}"]
         "resumed into the mTLS listener: {refused:?}"
     );
     // The open listener still resumes it.
-    let again = connect(open, HOST, config).await.unwrap();
-    assert_eq!(
-        again.get_ref().1.handshake_kind(),
-        Some(HandshakeKind::Resumed)
-    );
+    assert_eq!(served(open, config).await, HandshakeKind::Resumed);
 }
 
 #[tokio::test]
 async fn a_tcp_listener_terminates_tls_in_front_of_an_echo_server() {
     let dir = TempDir::new("tls-tcp");
-    let ca = Ca::new("test CA");
-    let files = ca.server(&[HOST]).write(&dir, "app");
+    let (ca, _leaf, certs) = host_certificate(&dir);
     let (echo, _stop) = tcp_echo_server().await;
     let rlb = start(&format!(
         r#"[listeners.raw]
@@ -250,11 +243,10 @@ bind = "127.0.0.1:0"
 mode = "tcp"
 upstream = "echo"
 [listeners.raw.tls]
-{}
+{certs}
 [upstreams.echo]
 servers = ["{echo}"]
-"#,
-        certificates(&[files])
+"#
     ));
     let addr = rlb.listener_addr("raw").unwrap();
     let mut stream = connect(addr, HOST, trusting(&ca)).await.unwrap();
@@ -328,24 +320,52 @@ async fn garbage_instead_of_a_client_hello_costs_only_its_own_connection() {
     assert_eq!(https_get(addr, HOST, trusting(&ca)).await.unwrap().0, 200);
 }
 
-/// rlb started from `dir/lb.toml`, serving `app.pem`/`app.key` of `dir` by relative
-/// paths: the file's text and the running rlb.
-fn reloadable(dir: &TempDir, server: SocketAddr) -> (String, rlb::Rlb) {
-    let files = [(PathBuf::from("app.pem"), PathBuf::from("app.key"))];
-    let text = https_config(server, &certificates(&files), "");
-    let path = dir.file("lb.toml", &text);
-    (text, start_file(&path))
+/// rlb started from `dir/lb.toml`, serving a certificate for `HOST` (`old`) from
+/// `app.pem` and `app.key` of `dir` by relative paths, so a reload reads them again.
+struct Reloadable {
+    dir: TempDir,
+    ca: Ca,
+    old: Leaf,
+    /// The text of `lb.toml`.
+    text: String,
+    // Bind it by name when destructuring: `..` would drop it with the rest.
+    rlb: rlb::Rlb,
+    addr: SocketAddr,
+    _server: TestServer,
 }
 
-#[tokio::test]
-async fn a_reload_gives_new_handshakes_the_new_certificate_and_open_connections_keep_theirs() {
-    let dir = TempDir::new("tls-reload");
+async fn reloadable(tag: &str) -> Reloadable {
+    let dir = TempDir::new(tag);
     let ca = Ca::new("test CA");
     let old = ca.server(&[HOST]);
     old.write(&dir, "app");
     let server = TestServer::start("s1").await;
-    let (_, rlb) = reloadable(&dir, server.addr);
+    let files = [(PathBuf::from("app.pem"), PathBuf::from("app.key"))];
+    let text = https_config(server.addr, &certificates(&files), "");
+    let rlb = start_file(&dir.file("lb.toml", &text));
     let addr = rlb.listener_addr("web").unwrap();
+    Reloadable {
+        dir,
+        ca,
+        old,
+        text,
+        rlb,
+        addr,
+        _server: server,
+    }
+}
+
+#[tokio::test]
+async fn a_reload_gives_new_handshakes_the_new_certificate_and_open_connections_keep_theirs() {
+    let Reloadable {
+        dir,
+        ca,
+        old,
+        rlb,
+        addr,
+        _server,
+        ..
+    } = reloadable("tls-reload").await;
     let stream = connect(addr, HOST, trusting(&ca)).await.unwrap();
     assert!(peer_certificate(&stream) == old.der);
     let mut open = http1(stream).await;
@@ -377,13 +397,16 @@ async fn a_reload_gives_new_handshakes_the_new_certificate_and_open_connections_
 
 #[tokio::test]
 async fn a_reload_with_a_key_that_is_not_the_certificates_is_refused_and_the_old_one_serves() {
-    let dir = TempDir::new("tls-bad-reload");
-    let ca = Ca::new("test CA");
-    let old = ca.server(&[HOST]);
-    old.write(&dir, "app");
-    let server = TestServer::start("s1").await;
-    let (text, rlb) = reloadable(&dir, server.addr);
-    let addr = rlb.listener_addr("web").unwrap();
+    let Reloadable {
+        dir,
+        ca,
+        old,
+        text,
+        rlb,
+        addr,
+        _server,
+        ..
+    } = reloadable("tls-bad-reload").await;
     let mut open = http1(connect(addr, HOST, trusting(&ca)).await.unwrap()).await;
 
     let stranger = ca.server(&[HOST]);

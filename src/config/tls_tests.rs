@@ -148,46 +148,41 @@ handshake_timeout = "2s"
     assert!(plain.listeners[0].tls.as_ref().unwrap().alpn.is_empty());
 }
 
-#[test]
-fn a_missing_certificate_file_is_an_error_at_its_key() {
+/// One certificate entry naming `cert` and `key` under `certs/` (where `a.pem`,
+/// `a.key` and `other.key` exist, `other.key` not the key of `a.pem`) gives exactly one
+/// error, at `position`, containing `needle`.
+fn one_bad_file(cert: &str, key: &str, position: &str, needle: &str) {
     let files = Files::new();
     files.certificate("a", &["a.example.test"]);
-    let found = files.errors(&listener(
-        r#"certificates = [{ cert = "certs/nope.pem", key = "certs/a.key" }]"#,
-    ));
-    assert_one(&found, "8:26", "cannot read `");
-    assert!(found[0].contains("certs/nope.pem"), "{}", found[0]);
+    files.certificate("other", &["a.example.test"]);
+    let entry = format!(r#"certificates = [{{ cert = "certs/{cert}", key = "certs/{key}" }}]"#);
+    assert_one(&files.errors(&listener(&entry)), position, needle);
+}
+
+#[test]
+fn a_missing_certificate_file_is_an_error_at_its_key() {
+    one_bad_file("nope.pem", "a.key", "8:26", "certs/nope.pem`: No such file");
 }
 
 #[test]
 fn a_key_that_is_not_the_certificates_key_is_an_error_at_the_key() {
-    let files = Files::new();
-    files.certificate("a", &["a.example.test"]);
-    files.certificate("other", &["a.example.test"]);
-    let found = files.errors(&listener(
-        r#"certificates = [{ cert = "certs/a.pem", key = "certs/other.key" }]"#,
-    ));
-    assert_one(&found, "8:47", "is not the key of the certificate");
+    // `a.pem` and `a.key` are as long as the names below: the key sits at column 47.
+    one_bad_file(
+        "a.pem",
+        "other.key",
+        "8:47",
+        "is not the key of the certificate",
+    );
 }
 
 #[test]
 fn a_pem_without_a_certificate_is_an_error() {
-    let files = Files::new();
-    files.certificate("a", &["a.example.test"]);
-    let found = files.errors(&listener(
-        r#"certificates = [{ cert = "certs/a.key", key = "certs/a.key" }]"#,
-    ));
-    assert_one(&found, "8:26", "no certificate in `");
+    one_bad_file("a.key", "a.key", "8:26", "no certificate in `");
 }
 
 #[test]
 fn a_key_file_without_a_key_is_an_error() {
-    let files = Files::new();
-    files.certificate("a", &["a.example.test"]);
-    let found = files.errors(&listener(
-        r#"certificates = [{ cert = "certs/a.pem", key = "certs/a.pem" }]"#,
-    ));
-    assert_one(&found, "8:47", "no private key in `");
+    one_bad_file("a.pem", "a.pem", "8:47", "no private key in `");
 }
 
 #[test]
