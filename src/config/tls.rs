@@ -15,7 +15,6 @@ use toml::Spanned;
 
 use super::collect::{Errors, Value};
 use super::raw::{RawCertificate, RawMode, RawTls};
-
 use super::types::{Certificate, ClientCa, DEFAULT_HANDSHAKE_TIMEOUT, TlsConfig};
 
 /// What an http listener may offer in ALPN until HTTP/2 is served (issue 10's next step
@@ -49,6 +48,7 @@ pub(super) fn validate_tls(
         .unwrap_or_default();
     let certificates = match &raw.certificates {
         Some(list) if !list.get_ref().is_empty() => {
+            // Every entry is loaded before any failure counts, so each reports.
             let loaded: Vec<Option<Certificate>> = list
                 .get_ref()
                 .iter()
