@@ -84,6 +84,11 @@ async fn an_https_request_is_served_and_the_server_sees_x_forwarded_proto_https(
     let (status, headers) = get_on(&mut http, HOST, "/headers").await.unwrap();
     assert_eq!(status, 200);
     assert!(headers.contains("x-forwarded-proto: https\n"), "{headers}");
+    let status = rlb.status();
+    let tls = &status["listeners"]["web"]["tls"];
+    assert_eq!(tls["certificates"], serde_json::json!([[HOST]]), "{status}");
+    assert_eq!(tls["alpn"], serde_json::json!(["http/1.1"]));
+    assert_eq!(tls["client_certificates"], false);
     // Keep-alive: a second request on the same TLS connection.
     assert_eq!(
         get_on(&mut http, HOST, "/").await.unwrap(),
