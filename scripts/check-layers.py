@@ -17,8 +17,9 @@ import sys
 
 # Bottom first. Keep in step with the README's "Architecture" section.
 LAYERS = [
-    "route",     # pure matching: host, path prefix
+    "route",     # pure matching: host, path prefix, TLS names
     "config",    # file -> validated Config
+    "tls",       # TLS termination: ServerConfig, SNI certificate choice, session stores
     "events",    # EventKind, the /events ring, the clock
     "error",     # what can fail on the data path, and its retry rule
     "connect",   # connections to servers: connect, the idle pool, request bodies

@@ -24,6 +24,8 @@ pub enum EventKind {
     ReloadFailed,
     ListenerAdded,
     ListenerRemoved,
+    /// A reload changed the certificates of a listener that terminates TLS.
+    TlsReloaded,
 }
 
 impl EventKind {
@@ -38,6 +40,7 @@ impl EventKind {
             EventKind::ReloadFailed => "reload_failed",
             EventKind::ListenerAdded => "listener_added",
             EventKind::ListenerRemoved => "listener_removed",
+            EventKind::TlsReloaded => "tls_reloaded",
         }
     }
 }

@@ -21,6 +21,7 @@ pub(crate) mod proxy;
 pub(crate) mod route;
 pub(crate) mod server;
 pub(crate) mod snapshot;
+pub(crate) mod tls;
 
 pub use config::Config;
 pub use control::{ReloadError, Rlb};

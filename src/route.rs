@@ -1,5 +1,6 @@
-//! Pure request matching: the one host normaliser, and an http listener's routes by
-//! host and path prefix, first match wins.
+//! Pure request matching: the one host normaliser, the one TLS name rule (SNI against
+//! exact and one-label wildcard names), and an http listener's routes by host and path
+//! prefix, first match wins.
 
 /// The routes of an http listener, in file order; `T` is what a match leads to (an
 /// upstream, in a snapshot).
@@ -49,6 +50,20 @@ pub fn normalize_host(host: &str) -> String {
     without_port(host).to_ascii_lowercase()
 }
 
+/// A TLS server name as it is matched: lowercase, without a trailing dot.
+pub fn normalize_name(name: &str) -> String {
+    name.strip_suffix('.').unwrap_or(name).to_ascii_lowercase()
+}
+
+/// The suffix a one-label wildcard must name to match `name` (normalized):
+/// `a.b.example.test` is matched by `*.b.example.test`, so this is `b.example.test`.
+/// A name of one label has none.
+pub fn wildcard_suffix(name: &str) -> Option<&str> {
+    name.split_once('.')
+        .map(|(_, rest)| rest)
+        .filter(|r| !r.is_empty())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -82,5 +97,14 @@ mod tests {
         assert_eq!(routes.find(Some("chat.example.test"), "/api/x"), Some(&1));
         assert_eq!(routes.find(Some("Chat.Example.TEST:80"), "/"), Some(&2));
         assert_eq!(routes.find(None, "/"), Some(&3));
+    }
+
+    #[test]
+    fn a_wildcard_matches_exactly_one_label() {
+        assert_eq!(normalize_name("A.Example.TEST."), "a.example.test");
+        assert_eq!(wildcard_suffix("a.b.example.test"), Some("b.example.test"));
+        assert_eq!(wildcard_suffix("b.example.test"), Some("example.test"));
+        assert_eq!(wildcard_suffix("localhost"), None);
+        assert_eq!(wildcard_suffix("trailing."), None);
     }
 }

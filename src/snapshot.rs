@@ -17,11 +17,14 @@ use crate::events::Events;
 use crate::metrics::Metrics;
 use crate::route::{Route, Routes};
 use crate::server::Registry;
+use crate::tls::{Sessions, Termination};
 
 /// The snapshot is the only thing swapped; the rest lives as long as the process.
 pub struct Shared {
     pub snapshot: ArcSwap<Snapshot>,
     pub registry: Registry,
+    /// TLS session resumption, per client-auth policy.
+    pub sessions: Sessions,
     pub events: Events,
     pub metrics: Metrics,
     /// Cancelled once, on graceful shutdown.
@@ -37,6 +40,7 @@ impl Shared {
         Shared {
             snapshot: ArcSwap::from_pointee(snapshot),
             registry: Registry::default(),
+            sessions: Sessions::default(),
             events: Events::default(),
             metrics: Metrics::default(),
             shutdown: CancellationToken::new(),
@@ -92,6 +96,8 @@ pub struct ListenerPlan {
     /// The address it is bound to (the kernel's port when the file says `:0`).
     pub local: SocketAddr,
     pub idle_timeout: Duration,
+    /// Set when the listener terminates TLS: the handshake comes before the target.
+    pub tls: Option<Termination>,
     pub target: Target,
 }
 
@@ -110,10 +116,12 @@ impl ListenerPlan {
 }
 
 /// Builds the snapshot for `config`, taking each server's live state from the
-/// registry; `bound` gives each listener's local address.
+/// registry and each TLS listener's session store from `sessions`; `bound` gives each
+/// listener's local address.
 pub fn build(
     config: &Config,
     registry: &Registry,
+    sessions: &Sessions,
     generation: u64,
     bound: &HashMap<String, SocketAddr>,
     admin: Option<SocketAddr>,
@@ -161,11 +169,14 @@ pub fn build(
             let plan = ListenerPlan {
                 local: bound.get(&l.name).copied().unwrap_or(l.bind),
                 idle_timeout: l.idle_timeout,
+                tls: l.tls.as_ref().map(|t| Termination::new(t, sessions)),
                 target,
             };
             (l.name.clone(), Arc::new(plan))
         })
         .collect();
+    let tls = config.listeners.iter().filter_map(|l| l.tls.as_ref());
+    sessions.retain(tls.map(|t| t.client_ca.as_ref()));
     Snapshot {
         generation,
         config: Arc::new(config.clone()),

@@ -10,12 +10,14 @@ mod collect;
 mod duration;
 mod health;
 mod raw;
+mod tls;
 mod types;
 mod validate;
 
 use std::path::Path;
 
 pub use duration::parse_duration;
+pub use tls::crypto_provider;
 pub use types::*;
 
 impl Config {
@@ -32,7 +34,8 @@ impl Config {
         }
     }
 
-    /// Validates `text`; `origin` is the file name used in the error messages.
+    /// Validates `text`; `origin` is the file name used in the error messages, and its
+    /// directory is where relative certificate paths start.
     pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigErrors> {
         validate::parse(text, origin)
     }
@@ -48,3 +51,5 @@ impl Config {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tls_tests;

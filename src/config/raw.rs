@@ -44,6 +44,16 @@ pub(super) enum RawCheck {
     Mysql,
 }
 
+/// The oldest TLS version a listener accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+pub enum TlsVersion {
+    #[default]
+    #[serde(rename = "1.2")]
+    Tls12,
+    #[serde(rename = "1.3")]
+    Tls13,
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawGlobal {
@@ -60,13 +70,16 @@ pub(super) struct RawAdmin {
     pub(super) bind: Spanned<String>,
 }
 
-/// A listener; its `routes` are walked one by one, so serde only lets them pass.
+/// A listener; its `routes` and `tls` are walked on their own, so serde only lets them
+/// pass.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawListener {
     pub(super) bind: Spanned<String>,
     #[serde(rename = "routes")]
     pub(super) _routes: Option<IgnoredAny>,
+    #[serde(rename = "tls")]
+    pub(super) _tls: Option<IgnoredAny>,
     pub(super) mode: Option<Spanned<RawMode>>,
     pub(super) upstream: Option<Spanned<String>>,
     pub(super) idle_timeout: Option<Spanned<String>>,
@@ -78,6 +91,24 @@ pub(super) struct RawRoute {
     pub(super) host: Option<Spanned<String>>,
     pub(super) path_prefix: Option<Spanned<String>>,
     pub(super) upstream: Spanned<String>,
+}
+
+/// `[listeners.NAME.tls]`; files are read in validation.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawTls {
+    pub(super) certificates: Option<Spanned<Vec<RawCertificate>>>,
+    pub(super) min_version: Option<TlsVersion>,
+    pub(super) alpn: Option<Vec<Spanned<String>>>,
+    pub(super) client_ca: Option<Spanned<String>>,
+    pub(super) handshake_timeout: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawCertificate {
+    pub(super) cert: Spanned<String>,
+    pub(super) key: Spanned<String>,
 }
 
 /// An upstream; its `servers` and `health` are walked on their own.

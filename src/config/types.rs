@@ -3,9 +3,15 @@
 
 use std::fmt;
 use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
-pub use super::raw::{Balance, LogFormat};
+use rustls::pki_types::CertificateDer;
+use rustls::server::danger::ClientCertVerifier;
+use rustls::sign::CertifiedKey;
+
+pub use super::raw::{Balance, LogFormat, TlsVersion};
 
 /// A validated configuration: every address parsed, every duration converted, every
 /// upstream reference resolved.
@@ -41,6 +47,8 @@ pub struct ListenerConfig {
     pub mode: Mode,
     /// How long a tcp session or an upgraded tunnel may stay silent in both directions.
     pub idle_timeout: Duration,
+    /// Set when the listener terminates TLS (`[listeners.NAME.tls]`).
+    pub tls: Option<TlsConfig>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -55,6 +63,70 @@ pub struct RouteConfig {
     pub host: Option<String>,
     pub path_prefix: Option<String>,
     pub upstream: String,
+}
+
+/// A listener that terminates TLS, its files loaded and checked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TlsConfig {
+    /// In file order; the first is the one served without SNI or without a match.
+    pub certificates: Vec<Certificate>,
+    pub min_version: TlsVersion,
+    /// Offered in this order; empty offers nothing.
+    pub alpn: Vec<String>,
+    /// When set, a client must present a certificate signed by it.
+    pub client_ca: Option<ClientCa>,
+    pub handshake_timeout: Duration,
+}
+
+/// One PEM chain and its private key, loaded. Equal when the chain and the key bytes
+/// are, so a reload can tell which listeners' certificates changed.
+#[derive(Clone)]
+pub struct Certificate {
+    /// The `cert` file, resolved against the configuration file's directory.
+    pub path: PathBuf,
+    /// The DNS names of its SANs, lowercase; a wildcard is kept as `*.example.test`.
+    pub names: Vec<String>,
+    pub key: Arc<CertifiedKey>,
+    /// The private key's DER, compared and never printed.
+    pub(super) key_der: Arc<[u8]>,
+}
+
+impl PartialEq for Certificate {
+    fn eq(&self, other: &Certificate) -> bool {
+        self.key.cert == other.key.cert && self.key_der == other.key_der
+    }
+}
+
+impl fmt::Debug for Certificate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Certificate")
+            .field("path", &self.path)
+            .field("names", &self.names)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The CA that client certificates must chain to (mTLS).
+#[derive(Clone)]
+pub struct ClientCa {
+    pub path: PathBuf,
+    /// The CA certificates; also what tells one client-auth policy from another.
+    pub certs: Vec<CertificateDer<'static>>,
+    pub verifier: Arc<dyn ClientCertVerifier>,
+}
+
+impl PartialEq for ClientCa {
+    fn eq(&self, other: &ClientCa) -> bool {
+        self.certs == other.certs
+    }
+}
+
+impl fmt::Debug for ClientCa {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientCa")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -113,6 +185,8 @@ pub const DEFAULT_CHECK_TIMEOUT: Duration = Duration::from_secs(1);
 pub const DEFAULT_RISE: u32 = 2;
 pub const DEFAULT_FALL: u32 = 3;
 pub const MAX_WEIGHT: u32 = 1000;
+/// nginx's `ssl_handshake_timeout` and HAProxy's usual `timeout client-hs`.
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl Mode {
     pub fn name(&self) -> &'static str {

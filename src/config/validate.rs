@@ -10,6 +10,7 @@ use toml::de::{DeTable, DeValue};
 use super::collect::{Errors, Value, finish};
 use super::health::validate_health;
 use super::raw::*;
+use super::tls::validate_tls;
 use super::types::*;
 
 pub(super) fn parse(text: &str, origin: &str) -> Result<Config, ConfigErrors> {
@@ -145,32 +146,29 @@ fn validate_listener(
     binds: &mut Vec<(SocketAddr, String)>,
 ) -> Option<ListenerConfig> {
     let table = errors.table(value, &format!("listener `{name}`"))?;
-    let routes_value = table
-        .iter()
-        .find(|(k, _)| k.get_ref() == "routes")
-        .map(|(_, v)| v);
+    let nested = |key: &str| {
+        table
+            .iter()
+            .find(|(k, _)| k.get_ref() == key)
+            .map(|(_, v)| v)
+    };
+    let (routes_value, tls_value) = (nested("routes"), nested("tls"));
     let raw: Option<RawListener> = errors.leaf(value);
-    // Routes are checked even when the rest of the table is not, to report everything.
+    // Routes and TLS are checked even when the rest of the table is not, to report
+    // everything.
     let routes = routes_value.and_then(|r| validate_routes(errors, name, r, known));
+    let mode = raw
+        .as_ref()
+        .and_then(|r| r.mode.as_ref())
+        .map_or(RawMode::Http, |m| *m.get_ref());
+    let tls = match tls_value {
+        None => Some(None),
+        Some(t) => validate_tls(errors, name, mode, t).map(Some),
+    };
     let raw = raw?;
-    let bind = errors.addr(&raw.bind);
-    // Port 0 asks the kernel for a free port each time, so it never clashes.
-    if let Some(addr) = bind.filter(|a| a.port() != 0) {
-        match binds.iter().find(|(taken, _)| overlaps(*taken, addr)) {
-            Some((taken, other)) if *taken == addr => errors.at(
-                raw.bind.span(),
-                format!("duplicate bind {addr}: already used by {other}"),
-            ),
-            Some((taken, other)) => errors.at(
-                raw.bind.span(),
-                format!("duplicate bind {addr}: {other} binds {taken}, which takes this port on every address"),
-            ),
-            None => binds.push((addr, format!("listener `{name}`"))),
-        }
-    }
+    let bind = check_bind(errors, name, &raw.bind, binds);
     let idle_timeout =
         errors.positive_duration("idle_timeout", &raw.idle_timeout, DEFAULT_IDLE_TIMEOUT);
-    let mode = raw.mode.as_ref().map_or(RawMode::Http, |m| *m.get_ref());
     let mode_span = raw.mode.as_ref().map_or(value.span(), |m| m.span());
 
     let mode = match mode {
@@ -206,7 +204,33 @@ fn validate_listener(
         bind: bind?,
         mode: mode?,
         idle_timeout,
+        tls: tls?,
     })
+}
+
+/// Parses a listener's `bind` and refuses one that another listener already takes.
+fn check_bind(
+    errors: &mut Errors<'_>,
+    name: &str,
+    raw: &Spanned<String>,
+    binds: &mut Vec<(SocketAddr, String)>,
+) -> Option<SocketAddr> {
+    let bind = errors.addr(raw);
+    // Port 0 asks the kernel for a free port each time, so it never clashes.
+    if let Some(addr) = bind.filter(|a| a.port() != 0) {
+        match binds.iter().find(|(taken, _)| overlaps(*taken, addr)) {
+            Some((taken, other)) if *taken == addr => errors.at(
+                raw.span(),
+                format!("duplicate bind {addr}: already used by {other}"),
+            ),
+            Some((taken, other)) => errors.at(
+                raw.span(),
+                format!("duplicate bind {addr}: {other} binds {taken}, which takes this port on every address"),
+            ),
+            None => binds.push((addr, format!("listener `{name}`"))),
+        }
+    }
+    bind
 }
 
 /// Two binds on one port clash when their addresses are equal or either is a wildcard

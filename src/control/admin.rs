@@ -243,6 +243,13 @@ pub fn status(shared: &Shared) -> Value {
             }
             None => {}
         }
+        if let Some(tls) = &listener.tls {
+            value["tls"] = json!({
+                "certificates": tls.certificates.iter().map(|c| &c.names).collect::<Vec<_>>(),
+                "alpn": tls.alpn,
+                "client_certificates": tls.client_ca.is_some(),
+            });
+        }
         listeners.insert(listener.name.clone(), value);
     }
     json!({

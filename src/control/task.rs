@@ -85,7 +85,14 @@ impl Control {
         let generation = running.generation + 1;
         let bound: HashMap<String, SocketAddr> = self.listeners.locals(&config, &sockets);
         let admin = self.listeners.admin_local(&config, &sockets);
-        let mut snapshot = build(&config, &shared.registry, generation, &bound, admin);
+        let mut snapshot = build(
+            &config,
+            &shared.registry,
+            &shared.sessions,
+            generation,
+            &bound,
+            admin,
+        );
         // The old accept loop of a moved socket may still take a connection before it
         // sees its stop; under its old name it finds the new owner's plan, so that
         // connection is served instead of dropped.
@@ -114,7 +121,35 @@ impl Control {
             shared
                 .events
                 .push(Event::new(EventKind::ReloadOk).generation(generation));
+            certificates_changed(&shared, &running.config, &config, generation);
         }
         Ok(generation)
+    }
+}
+
+/// One `tls_reloaded` event per listener, kept through the reload, whose certificates
+/// (chains and keys, compared byte for byte) are not the ones it had: its new
+/// handshakes get the new ones.
+fn certificates_changed(shared: &Shared, before: &Config, after: &Config, generation: u64) {
+    for listener in &after.listeners {
+        let Some(tls) = &listener.tls else { continue };
+        let Some(old) = before.listener(&listener.name) else {
+            continue;
+        };
+        if old.tls.as_ref().map(|t| &t.certificates) == Some(&tls.certificates) {
+            continue;
+        }
+        let names: Vec<&str> = tls
+            .certificates
+            .iter()
+            .flat_map(|c| c.names.iter().map(String::as_str))
+            .collect();
+        tracing::info!(listener = %listener.name, names = ?names, "certificates reloaded");
+        shared.events.push(
+            Event::new(EventKind::TlsReloaded)
+                .listener(&listener.name)
+                .generation(generation)
+                .detail(format!("certificates for: {}", names.join(", "))),
+        );
     }
 }

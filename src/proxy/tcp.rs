@@ -1,13 +1,13 @@
 //! Layer 4: one client connection, a server picked and connected with retry, then the
-//! bytes copied both ways until both sides close.
+//! bytes copied both ways until both sides close (splice(2) when the client side is
+//! plain, the copy loop when it is TLS).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use tokio::net::TcpStream;
-
+use super::stream::ClientStream;
 use crate::balance::{Tried, Upstream};
 use crate::connect::connect;
 use crate::server::Active;
@@ -19,7 +19,7 @@ pub async fn session(
     shared: Arc<Shared>,
     listener: Arc<str>,
     upstream: Arc<Upstream>,
-    client: TcpStream,
+    client: ClientStream,
     client_addr: SocketAddr,
     idle: Duration,
 ) {
@@ -39,10 +39,16 @@ pub async fn session(
         };
         server.connected();
         server.stats.requests.fetch_add(1, Ordering::Relaxed);
-        #[cfg(target_os = "linux")]
-        let totals = super::zerocopy::splice_tcp(&client, &stream, idle).await;
-        #[cfg(not(target_os = "linux"))]
-        let totals = super::copy::copy_both_ways(client, stream, idle).await;
+        let totals = match client {
+            #[cfg(target_os = "linux")]
+            ClientStream::Plain(client) => {
+                super::zerocopy::splice_tcp(&client, &stream, idle).await
+            }
+            #[cfg(not(target_os = "linux"))]
+            ClientStream::Plain(client) => super::copy::copy_both_ways(client, stream, idle).await,
+            // splice(2) cannot see the plaintext: rustls decrypts in user space.
+            ClientStream::Tls(client) => super::copy::copy_both_ways(client, stream, idle).await,
+        };
         if shared.access_log() {
             tracing::info!(
                 target: "rlb::access",

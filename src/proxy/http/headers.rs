@@ -13,7 +13,7 @@ pub struct Forwarded {
     pub client_ip: HeaderValue,
     /// The address the client connected to: the `Host` of a request that has none.
     pub local: Option<SocketAddr>,
-    /// `X-Forwarded-Proto`: `http` (`https` once the listener terminates TLS).
+    /// `X-Forwarded-Proto`: `http`, or `https` on a listener that terminates TLS.
     pub proto: &'static str,
 }
 

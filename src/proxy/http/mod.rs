@@ -14,15 +14,14 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+pub use body::ProxyBody;
 use http::{Request, Response};
 use http_body::Body;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::net::TcpStream;
 
-pub use body::ProxyBody;
-
+use super::stream::ClientStream;
 use crate::error::{ProxyError, Side};
 use crate::snapshot::{ListenerPlan, Shared};
 use access_log::AccessLog;
@@ -51,15 +50,17 @@ pub async fn serve(
     shared: Arc<Shared>,
     listener: Arc<str>,
     plan: Arc<ListenerPlan>,
-    stream: TcpStream,
+    stream: ClientStream,
     client: SocketAddr,
 ) {
     let shutdown = shared.shutdown.clone();
+    let mut forwarded = Forwarded::new(client, stream.tcp().local_addr().ok());
+    forwarded.proto = stream.proto();
     let connection = Arc::new(Connection {
         shared,
         listener,
         client,
-        forwarded: Forwarded::new(client, stream.local_addr().ok()),
+        forwarded,
         idle_timeout: plan.idle_timeout,
         fallback: plan,
     });

@@ -1,5 +1,8 @@
-//! Bound sockets and their accept loops: each accepted connection is handed to the
-//! tcp or http proxy according to the listener's plan in the current snapshot.
+//! Bound sockets and their accept loops: each accepted connection gets a task of its
+//! own (`handshake`), which terminates TLS when the listener does and hands the
+//! connection to the tcp or http proxy, by the listener's plan in the current snapshot.
+
+mod handshake;
 
 use std::io;
 use std::net::SocketAddr;
@@ -10,8 +13,7 @@ use tokio::net::{TcpListener, TcpSocket};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::proxy::{http, tcp};
-use crate::snapshot::{Shared, Target};
+use crate::snapshot::Shared;
 
 /// The accept backlog, as nginx's default on Linux.
 const BACKLOG: u32 = 511;
@@ -61,23 +63,10 @@ pub async fn accept_loop(
         // Every log line of the connection carries its listener and client.
         let span = tracing::info_span!("conn", listener = %name, %client);
         tracing::debug!(parent: &span, "accepted");
-        match &plan.target {
-            Target::Tcp(upstream) => {
-                let session = tcp::session(
-                    shared.clone(),
-                    name.clone(),
-                    upstream.clone(),
-                    stream,
-                    client,
-                    plan.idle_timeout,
-                );
-                shared.tracker.spawn(session.instrument(span));
-            }
-            Target::Http(_) => {
-                let serve = http::serve(shared.clone(), name.clone(), plan, stream, client);
-                shared.tracker.spawn(serve.instrument(span));
-            }
-        }
+        // The handshake runs in the connection's task: a slow client never holds up
+        // the accept loop.
+        let connection = handshake::connection(shared.clone(), name.clone(), plan, stream, client);
+        shared.tracker.spawn(connection.instrument(span));
     }
     tracing::info!(listener = %name, "stopped accepting");
 }

@@ -1,0 +1,71 @@
+//! One accepted client connection, in its own task: the TLS handshake under the
+//! listener's `handshake_timeout` when it terminates TLS, then the proxy for its mode.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpStream;
+use tokio_rustls::server::TlsStream;
+
+use crate::proxy::stream::ClientStream;
+use crate::proxy::{http, tcp};
+use crate::snapshot::{ListenerPlan, Shared, Target};
+use crate::tls::Termination;
+
+/// Serves one client connection by `plan`, the plan in force when it was accepted.
+pub(super) async fn connection(
+    shared: Arc<Shared>,
+    name: Arc<str>,
+    plan: Arc<ListenerPlan>,
+    stream: TcpStream,
+    client: SocketAddr,
+) {
+    let stream = match &plan.tls {
+        None => ClientStream::Plain(stream),
+        Some(tls) => match handshake(&shared, tls, stream).await {
+            Some(tls) => ClientStream::Tls(Box::new(tls)),
+            None => return,
+        },
+    };
+    match &plan.target {
+        Target::Tcp(upstream) => {
+            let upstream = upstream.clone();
+            tcp::session(shared, name, upstream, stream, client, plan.idle_timeout).await;
+        }
+        Target::Http(_) => http::serve(shared, name, plan, stream, client).await,
+    }
+}
+
+/// The TLS handshake; `None` (the connection is dropped) when it fails, when the client
+/// does not finish it in time, or on shutdown.
+async fn handshake(
+    shared: &Shared,
+    tls: &Termination,
+    stream: TcpStream,
+) -> Option<TlsStream<TcpStream>> {
+    let accept = tokio::time::timeout(tls.handshake_timeout, tls.acceptor.accept(stream));
+    let result = tokio::select! {
+        _ = shared.shutdown.cancelled() => return None,
+        result = accept => result,
+    };
+    match result {
+        Ok(Ok(stream)) => {
+            let session = stream.get_ref().1;
+            tracing::debug!(
+                sni = session.server_name(),
+                version = ?session.protocol_version(),
+                alpn = ?session.alpn_protocol().map(String::from_utf8_lossy),
+                "TLS handshake done"
+            );
+            Some(stream)
+        }
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "TLS handshake failed");
+            None
+        }
+        Err(_) => {
+            tracing::debug!(timeout = ?tls.handshake_timeout, "TLS handshake timed out");
+            None
+        }
+    }
+}
