@@ -1,17 +1,21 @@
-//! Bound sockets and their accept loops: each accepted connection is handed to the
-//! tcp or http proxy according to the listener's plan in the current snapshot.
+//! Bound sockets and their accept loops: each accepted connection gets its own task,
+//! which reads its PROXY header when the listener takes one (`proxy_header`), then
+//! hands it to the tcp or http proxy according to the listener's plan.
+
+mod proxy_header;
 
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::{TcpListener, TcpSocket};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
+use tracing::field::{Empty, display};
 
 use crate::proxy::{http, tcp};
-use crate::snapshot::{Shared, Target};
+use crate::snapshot::{ListenerPlan, Shared, Target};
 
 /// The accept backlog, as nginx's default on Linux.
 const BACKLOG: u32 = 511;
@@ -45,7 +49,7 @@ pub async fn accept_loop(
             _ = shared.shutdown.cancelled() => break,
             accepted = listener.accept() => accepted,
         };
-        let (stream, client) = match accepted {
+        let (stream, peer) = match accepted {
             Ok(accepted) => accepted,
             Err(e) => {
                 // Out of file descriptors and the like: back off instead of spinning.
@@ -58,26 +62,47 @@ pub async fn accept_loop(
         let Some(plan) = shared.snapshot.load().listeners.get(&*name).cloned() else {
             break;
         };
-        // Every log line of the connection carries its listener and client.
-        let span = tracing::info_span!("conn", listener = %name, %client);
-        tracing::debug!(parent: &span, "accepted");
-        match &plan.target {
-            Target::Tcp(upstream) => {
-                let session = tcp::session(
-                    shared.clone(),
-                    name.clone(),
-                    upstream.clone(),
-                    stream,
-                    client,
-                    plan.idle_timeout,
-                );
-                shared.tracker.spawn(session.instrument(span));
-            }
-            Target::Http(_) => {
-                let serve = http::serve(shared.clone(), name.clone(), plan, stream, client);
-                shared.tracker.spawn(serve.instrument(span));
-            }
-        }
+        // Every log line of the connection carries its listener and client address
+        // (`via`: the proxy that sent a PROXY header), filled in by the connection task.
+        let span = tracing::info_span!("conn", listener = %name, client = Empty, via = Empty);
+        let task = connection(shared.clone(), name.clone(), plan, stream, peer);
+        shared.tracker.spawn(task.instrument(span));
     }
     tracing::info!(listener = %name, "stopped accepting");
+}
+
+/// One client connection, in its own task so that a slow PROXY header holds up no
+/// other: the header first (before anything else, TLS included), then the proxy.
+async fn connection(
+    shared: Arc<Shared>,
+    name: Arc<str>,
+    plan: Arc<ListenerPlan>,
+    mut stream: TcpStream,
+    peer: SocketAddr,
+) {
+    let span = tracing::Span::current();
+    let client = match &plan.proxy_protocol {
+        None => peer,
+        Some(settings) => match proxy_header::receive(&mut stream, peer, settings).await {
+            Ok(client) => {
+                span.record("via", display(peer));
+                client
+            }
+            Err(e) => {
+                // Per connection, so debug: a scan or a misconfigured proxy must not
+                // flood the log.
+                tracing::debug!(%peer, error = %e, "closed before serving");
+                return;
+            }
+        },
+    };
+    span.record("client", display(client));
+    tracing::debug!("accepted");
+    match &plan.target {
+        Target::Tcp(upstream) => {
+            let upstream = upstream.clone();
+            tcp::session(shared, name, upstream, stream, client, plan.idle_timeout).await;
+        }
+        Target::Http(_) => http::serve(shared, name, plan, stream, client).await,
+    }
 }

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::balance::Upstream;
-use crate::config::{Config, Mode};
+use crate::config::{Config, Mode, ProxyProtocol};
 use crate::events::Events;
 use crate::metrics::Metrics;
 use crate::route::{Route, Routes};
@@ -92,6 +92,8 @@ pub struct ListenerPlan {
     /// The address it is bound to (the kernel's port when the file says `:0`).
     pub local: SocketAddr,
     pub idle_timeout: Duration,
+    /// Set when each connection starts with a PROXY header, read before anything else.
+    pub proxy_protocol: Option<ProxyProtocol>,
     pub target: Target,
 }
 
@@ -131,6 +133,7 @@ pub fn build(
             let mut upstream = Upstream::new(name, u.balance, servers);
             upstream.connect_timeout = u.connect_timeout;
             upstream.response_timeout = u.response_timeout;
+            upstream.send_proxy = u.send_proxy_protocol;
             Arc::new(upstream)
         })
         .collect();
@@ -161,6 +164,7 @@ pub fn build(
             let plan = ListenerPlan {
                 local: bound.get(&l.name).copied().unwrap_or(l.bind),
                 idle_timeout: l.idle_timeout,
+                proxy_protocol: l.proxy_protocol.clone(),
                 target,
             };
             (l.name.clone(), Arc::new(plan))

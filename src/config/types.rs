@@ -5,7 +5,8 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-pub use super::raw::{Balance, LogFormat};
+pub use super::cidr::Cidr;
+pub use super::raw::{Balance, LogFormat, ProxyVersion};
 
 /// A validated configuration: every address parsed, every duration converted, every
 /// upstream reference resolved.
@@ -41,6 +42,23 @@ pub struct ListenerConfig {
     pub mode: Mode,
     /// How long a tcp session or an upgraded tunnel may stay silent in both directions.
     pub idle_timeout: Duration,
+    /// `proxy_protocol = true`: every connection starts with a PROXY header.
+    pub proxy_protocol: Option<ProxyProtocol>,
+}
+
+/// What a listener that receives PROXY headers accepts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProxyProtocol {
+    /// The sources allowed to send a header (`trusted_proxies`); `None`: any source.
+    pub trusted: Option<Vec<Cidr>>,
+}
+
+impl ProxyProtocol {
+    pub fn trusts(&self, source: std::net::IpAddr) -> bool {
+        self.trusted
+            .as_ref()
+            .is_none_or(|list| list.iter().any(|net| net.contains(source)))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -67,6 +85,9 @@ pub struct UpstreamConfig {
     /// From the request sent in full to the response head received (while a body is on
     /// its way, from its last progress); past it the client gets 504.
     pub response_timeout: Duration,
+    /// `send_proxy_protocol`: each server connection starts with the client's PROXY
+    /// header (in http mode it then serves that client connection only).
+    pub send_proxy_protocol: Option<ProxyVersion>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -9,6 +9,7 @@ use toml::de::{DeTable, DeValue};
 
 use super::collect::{Errors, Value, finish};
 use super::health::validate_health;
+use super::proxy_protocol::validate_proxy_protocol;
 use super::raw::*;
 use super::types::*;
 
@@ -170,6 +171,7 @@ fn validate_listener(
     }
     let idle_timeout =
         errors.positive_duration("idle_timeout", &raw.idle_timeout, DEFAULT_IDLE_TIMEOUT);
+    let proxy_protocol = validate_proxy_protocol(errors, &raw.proxy_protocol, &raw.trusted_proxies);
     let mode = raw.mode.as_ref().map_or(RawMode::Http, |m| *m.get_ref());
     let mode_span = raw.mode.as_ref().map_or(value.span(), |m| m.span());
 
@@ -206,6 +208,7 @@ fn validate_listener(
         bind: bind?,
         mode: mode?,
         idle_timeout,
+        proxy_protocol,
     })
 }
 
@@ -325,6 +328,7 @@ fn validate_upstream(
             &raw.response_timeout,
             DEFAULT_RESPONSE_TIMEOUT,
         ),
+        send_proxy_protocol: raw.send_proxy_protocol,
         servers: servers?,
         health: health?,
     })

@@ -23,6 +23,7 @@ use tokio::net::TcpStream;
 
 pub use body::ProxyBody;
 
+use crate::connect::private::Private;
 use crate::error::{ProxyError, Side};
 use crate::snapshot::{ListenerPlan, Shared};
 use access_log::AccessLog;
@@ -39,6 +40,8 @@ struct Connection {
     listener: Arc<str>,
     client: SocketAddr,
     forwarded: Forwarded,
+    /// Server connections that carried this client's PROXY header, for its next request.
+    private: Arc<Private>,
     /// The routes in force when the connection was accepted, used if a reload removes
     /// the listener while the connection is still open.
     fallback: Arc<ListenerPlan>,
@@ -60,6 +63,7 @@ pub async fn serve(
         listener,
         client,
         forwarded: Forwarded::new(client, stream.local_addr().ok()),
+        private: Arc::default(),
         idle_timeout: plan.idle_timeout,
         fallback: plan,
     });
