@@ -354,10 +354,10 @@ mod tests {
             let at = at % header.len();
             header[at] = byte;
             header.truncate(header.len() - cut % header.len());
-            if let Ok(Framing::Length(n)) = frame(&header) {
-                if n <= header.len() {
-                    let _ = parse(&header[..n]);
-                }
+            if let Ok(Framing::Length(n)) = frame(&header)
+                && n <= header.len()
+            {
+                let _ = parse(&header[..n]);
             }
         }
 
