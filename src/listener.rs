@@ -83,7 +83,8 @@ async fn connection(
     let span = tracing::Span::current();
     let client = match &plan.proxy_protocol {
         None => peer,
-        Some(settings) => match proxy_header::receive(&mut stream, peer, settings).await {
+        Some(settings) => match receive_unless_shutdown(&shared, &mut stream, peer, settings).await
+        {
             Ok(client) => {
                 span.record("via", display(peer));
                 client
@@ -104,5 +105,19 @@ async fn connection(
             tcp::session(shared, name, upstream, stream, client, plan.idle_timeout).await;
         }
         Target::Http(_) => http::serve(shared, name, plan, stream, client).await,
+    }
+}
+
+/// The PROXY header, or an error at once when shutdown begins: a client that has not
+/// sent its header yet has nothing in flight to finish.
+async fn receive_unless_shutdown(
+    shared: &Shared,
+    stream: &mut TcpStream,
+    peer: SocketAddr,
+    settings: &crate::config::ProxyProtocol,
+) -> Result<SocketAddr, proxy_header::HeaderError> {
+    tokio::select! {
+        received = proxy_header::receive(stream, peer, settings) => received,
+        () = shared.shutdown.cancelled() => Err(proxy_header::HeaderError::ShuttingDown),
     }
 }

@@ -105,11 +105,17 @@ async fn forwarded_for(addr: SocketAddr, header: &[u8], piece: usize) -> String 
         .to_string()
 }
 
+/// A TestServer behind an http listener with `keys`, and the listener's address.
+async fn web_behind_a_proxy(keys: &str) -> (TestServer, rlb::Rlb, SocketAddr) {
+    let server = TestServer::start("a").await;
+    let rlb = start(&http_config(keys, server.addr, ""));
+    let addr = rlb.listener_addr("web").unwrap();
+    (server, rlb, addr)
+}
+
 #[tokio::test]
 async fn http_listener_takes_the_client_address_from_v1_and_v2_headers() {
-    let server = TestServer::start("a").await;
-    let rlb = start(&http_config("proxy_protocol = true", server.addr, ""));
-    let addr = rlb.listener_addr("web").unwrap();
+    let (_server, rlb, addr) = web_behind_a_proxy("proxy_protocol = true").await;
     assert_eq!(forwarded_for(addr, V1, usize::MAX).await, "192.0.2.7");
     assert_eq!(
         forwarded_for(addr, &v2(&[]), usize::MAX).await,
@@ -134,9 +140,7 @@ async fn http_listener_takes_the_client_address_from_v1_and_v2_headers() {
 
 #[tokio::test]
 async fn a_header_split_into_tiny_writes_is_read_whole() {
-    let server = TestServer::start("a").await;
-    let rlb = start(&http_config("proxy_protocol = true", server.addr, ""));
-    let addr = rlb.listener_addr("web").unwrap();
+    let (_server, rlb, addr) = web_behind_a_proxy("proxy_protocol = true").await;
     assert_eq!(forwarded_for(addr, V1, 1).await, "192.0.2.7");
     assert_eq!(
         forwarded_for(addr, &v2(&[0xE0, 0, 1, 7]), 3).await,
@@ -147,10 +151,8 @@ async fn a_header_split_into_tiny_writes_is_read_whole() {
 
 #[tokio::test]
 async fn only_trusted_sources_may_send_a_header() {
-    let server = TestServer::start("a").await;
     let keys = "proxy_protocol = true\ntrusted_proxies = [\"127.0.0.1/32\"]";
-    let rlb = start(&http_config(keys, server.addr, ""));
-    let addr = rlb.listener_addr("web").unwrap();
+    let (server, rlb, addr) = web_behind_a_proxy(keys).await;
     assert_eq!(forwarded_for(addr, V1, usize::MAX).await, "192.0.2.7");
     let untrusted = connect_from_127_0_0_2(addr).await;
     let answer = exchange(untrusted, &[V1, GET_HEADERS].concat(), usize::MAX).await;
@@ -161,9 +163,7 @@ async fn only_trusted_sources_may_send_a_header() {
 
 #[tokio::test]
 async fn a_bad_header_closes_its_own_connection_only() {
-    let server = TestServer::start("a").await;
-    let rlb = start(&http_config("proxy_protocol = true", server.addr, ""));
-    let addr = rlb.listener_addr("web").unwrap();
+    let (_server, rlb, addr) = web_behind_a_proxy("proxy_protocol = true").await;
     // A keep-alive client in the middle of its session the whole time.
     let mut kept = connect(addr).await;
     kept.write_all(V1).await.unwrap();
@@ -498,4 +498,20 @@ async fn http_server_connections_with_a_header_serve_one_client_connection() {
         assert_eq!(server.connections.load(Ordering::SeqCst), 3, "{version}");
         rlb.shutdown().await;
     }
+}
+
+#[tokio::test]
+async fn shutdown_does_not_wait_for_a_header_that_never_comes() {
+    let (_server, rlb, addr) = web_behind_a_proxy("proxy_protocol = true").await;
+    let _silent = connect(addr).await;
+    let accepted = || async { rlb.open_connections() == 1 };
+    eventually(
+        "the silent connection accepted",
+        Duration::from_secs(5),
+        accepted,
+    )
+    .await;
+    let shutdown = tokio::time::timeout(Duration::from_secs(3), rlb.shutdown());
+    shutdown.await.expect("shutdown waited for a PROXY header");
+    assert_eq!(rlb.open_connections(), 0);
 }

@@ -55,6 +55,8 @@ pub enum HeaderError {
     Truncated,
     #[error("no complete PROXY header within {0:?}")]
     Timeout(Duration),
+    #[error("rlb is shutting down")]
+    ShuttingDown,
     #[error("reading the PROXY header: {0}")]
     Io(#[from] io::Error),
 }
