@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 
-use crate::config::Balance;
+use crate::config::{Balance, ProxyVersion};
 use crate::server::Server;
 
 /// An upstream as one snapshot sees it: its servers' live state and how to choose.
@@ -16,6 +16,8 @@ pub struct Upstream {
     pub balance: Balance,
     pub connect_timeout: Duration,
     pub response_timeout: Duration,
+    /// Each server connection starts with the client's PROXY header in this version.
+    pub send_proxy: Option<ProxyVersion>,
     pub servers: Vec<Arc<Server>>,
     /// The order round robin walks, nginx's smooth weighted sequence over the current
     /// weights (5,1,1 gives a a b a c a a). Rebuilt when a weight changes, so a pick is
@@ -70,6 +72,7 @@ impl Upstream {
             balance,
             connect_timeout: crate::config::DEFAULT_CONNECT_TIMEOUT,
             response_timeout: crate::config::DEFAULT_RESPONSE_TIMEOUT,
+            send_proxy: None,
             servers,
             schedule,
             next: AtomicUsize::new(0),

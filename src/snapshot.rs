@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::balance::Upstream;
-use crate::config::{Config, Mode};
+use crate::config::{Config, Mode, ProxyProtocol};
 use crate::events::Events;
 use crate::metrics::Metrics;
 use crate::route::{Route, Routes};
@@ -98,6 +98,8 @@ pub struct ListenerPlan {
     pub idle_timeout: Duration,
     /// Set when the listener terminates TLS: the handshake comes before the target.
     pub tls: Option<Termination>,
+    /// Set when each connection starts with a PROXY header, read before anything else.
+    pub proxy_protocol: Option<ProxyProtocol>,
     pub target: Target,
 }
 
@@ -139,6 +141,7 @@ pub fn build(
             let mut upstream = Upstream::new(name, u.balance, servers);
             upstream.connect_timeout = u.connect_timeout;
             upstream.response_timeout = u.response_timeout;
+            upstream.send_proxy = u.send_proxy_protocol;
             Arc::new(upstream)
         })
         .collect();
@@ -170,6 +173,7 @@ pub fn build(
                 local: bound.get(&l.name).copied().unwrap_or(l.bind),
                 idle_timeout: l.idle_timeout,
                 tls: l.tls.as_ref().map(|t| Termination::new(t, sessions)),
+                proxy_protocol: l.proxy_protocol.clone(),
                 target,
             };
             (l.name.clone(), Arc::new(plan))

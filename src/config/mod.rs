@@ -6,9 +6,11 @@
 //! struct, so the document is walked table by table and each leaf table is deserialized
 //! on its own: one run reports every problem in the file.
 
+mod cidr;
 mod collect;
 mod duration;
 mod health;
+mod proxy_protocol;
 mod raw;
 mod tls;
 mod types;
@@ -16,6 +18,7 @@ mod validate;
 
 use std::path::Path;
 
+pub use cidr::parse_cidr;
 pub use duration::parse_duration;
 pub use tls::crypto_provider;
 pub use types::*;

@@ -21,6 +21,14 @@ impl Balance {
     }
 }
 
+/// The PROXY protocol version an upstream's server connections start with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProxyVersion {
+    V1,
+    V2,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum LogFormat {
@@ -83,6 +91,8 @@ pub(super) struct RawListener {
     pub(super) mode: Option<Spanned<RawMode>>,
     pub(super) upstream: Option<Spanned<String>>,
     pub(super) idle_timeout: Option<Spanned<String>>,
+    pub(super) proxy_protocol: Option<Spanned<bool>>,
+    pub(super) trusted_proxies: Option<Spanned<Vec<Spanned<String>>>>,
 }
 
 #[derive(Deserialize)]
@@ -122,6 +132,7 @@ pub(super) struct RawUpstream {
     pub(super) balance: Option<Balance>,
     pub(super) connect_timeout: Option<Spanned<String>>,
     pub(super) response_timeout: Option<Spanned<String>>,
+    pub(super) send_proxy_protocol: Option<ProxyVersion>,
 }
 
 #[derive(Deserialize)]

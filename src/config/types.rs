@@ -11,7 +11,8 @@ use rustls::pki_types::CertificateDer;
 use rustls::server::danger::ClientCertVerifier;
 use rustls::sign::CertifiedKey;
 
-pub use super::raw::{Balance, LogFormat, TlsVersion};
+pub use super::cidr::Cidr;
+pub use super::raw::{Balance, LogFormat, ProxyVersion, TlsVersion};
 
 /// A validated configuration: every address parsed, every duration converted, every
 /// upstream reference resolved.
@@ -49,6 +50,23 @@ pub struct ListenerConfig {
     pub idle_timeout: Duration,
     /// Set when the listener terminates TLS (`[listeners.NAME.tls]`).
     pub tls: Option<TlsConfig>,
+    /// `proxy_protocol = true`: every connection starts with a PROXY header.
+    pub proxy_protocol: Option<ProxyProtocol>,
+}
+
+/// What a listener that receives PROXY headers accepts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProxyProtocol {
+    /// The sources allowed to send a header (`trusted_proxies`); `None`: any source.
+    pub trusted: Option<Vec<Cidr>>,
+}
+
+impl ProxyProtocol {
+    pub fn trusts(&self, source: std::net::IpAddr) -> bool {
+        self.trusted
+            .as_ref()
+            .is_none_or(|list| list.iter().any(|net| net.contains(source)))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -139,6 +157,9 @@ pub struct UpstreamConfig {
     /// From the request sent in full to the response head received (while a body is on
     /// its way, from its last progress); past it the client gets 504.
     pub response_timeout: Duration,
+    /// `send_proxy_protocol`: each server connection starts with the client's PROXY
+    /// header (in http mode it then serves that client connection only).
+    pub send_proxy_protocol: Option<ProxyVersion>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -9,6 +9,7 @@ use toml::de::{DeTable, DeValue};
 
 use super::collect::{Errors, Value, finish};
 use super::health::validate_health;
+use super::proxy_protocol::validate_proxy_protocol;
 use super::raw::*;
 use super::tls::validate_tls;
 use super::types::*;
@@ -169,6 +170,7 @@ fn validate_listener(
     let bind = check_bind(errors, name, &raw.bind, binds);
     let idle_timeout =
         errors.positive_duration("idle_timeout", &raw.idle_timeout, DEFAULT_IDLE_TIMEOUT);
+    let proxy_protocol = validate_proxy_protocol(errors, &raw.proxy_protocol, &raw.trusted_proxies);
     let mode_span = raw.mode.as_ref().map_or(value.span(), |m| m.span());
 
     let mode = match mode {
@@ -205,6 +207,7 @@ fn validate_listener(
         mode: mode?,
         idle_timeout,
         tls: tls?,
+        proxy_protocol,
     })
 }
 
@@ -349,6 +352,7 @@ fn validate_upstream(
             &raw.response_timeout,
             DEFAULT_RESPONSE_TIMEOUT,
         ),
+        send_proxy_protocol: raw.send_proxy_protocol,
         servers: servers?,
         health: health?,
     })

@@ -7,6 +7,8 @@
 //! idle connections belong to the live server state that outlives reloads.
 
 mod body;
+pub mod private;
+mod proxy_header;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -14,9 +16,11 @@ use std::time::{Duration, Instant};
 use crossbeam_queue::ArrayQueue;
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 pub use body::{ClientBody, RequestBody};
+pub use proxy_header::proxy_header;
 
 use crate::error::ProxyError;
 
@@ -62,15 +66,22 @@ impl Pool {
     /// An idle connection that is still open and ready for a request, if any.
     async fn take(&self) -> Option<SendRequest<RequestBody>> {
         while let Some(idle) = self.0.pop() {
-            if idle.sender.is_closed() || idle.since.elapsed() >= MAX_IDLE {
-                continue;
-            }
-            let mut sender = idle.sender;
-            if sender.ready().await.is_ok() {
+            if let Some(sender) = idle.usable().await {
                 return Some(sender);
             }
         }
         None
+    }
+}
+
+impl Idle {
+    /// The connection, if it is still open, not idle too long, and ready for a request.
+    async fn usable(self) -> Option<SendRequest<RequestBody>> {
+        if self.sender.is_closed() || self.since.elapsed() >= MAX_IDLE {
+            return None;
+        }
+        let mut sender = self.sender;
+        sender.ready().await.ok().map(|()| sender)
     }
 }
 
@@ -86,6 +97,23 @@ pub async fn connect(addr: SocketAddr, timeout: Duration) -> Result<TcpStream, P
     }
 }
 
+/// Opens a TCP connection as `connect` does, then writes `header` (a PROXY header) on
+/// it before any other byte.
+pub async fn connect_sending(
+    addr: SocketAddr,
+    timeout: Duration,
+    header: Option<&[u8]>,
+) -> Result<TcpStream, ProxyError> {
+    let mut stream = connect(addr, timeout).await?;
+    if let Some(header) = header {
+        stream
+            .write_all(header)
+            .await
+            .map_err(|source| ProxyError::Connect { addr, source })?;
+    }
+    Ok(stream)
+}
+
 /// An HTTP/1.1 connection to `addr` ready for a request, taken from `pool` or opened,
 /// and whether it was reused.
 pub async fn checkout(
@@ -96,7 +124,16 @@ pub async fn checkout(
     if let Some(sender) = pool.take().await {
         return Ok((sender, true));
     }
-    let stream = connect(addr, timeout).await?;
+    Ok((open(addr, timeout, None).await?, false))
+}
+
+/// Opens an HTTP/1.1 connection to `addr`, starting with `header` when given.
+async fn open(
+    addr: SocketAddr,
+    timeout: Duration,
+    header: Option<&[u8]>,
+) -> Result<SendRequest<RequestBody>, ProxyError> {
+    let stream = connect_sending(addr, timeout, header).await?;
     let (sender, connection) = http1::Builder::new()
         .handshake(TokioIo::new(stream))
         .await
@@ -106,5 +143,5 @@ pub async fn checkout(
             tracing::debug!(server = %addr, error = %e, "server connection ended");
         }
     });
-    Ok((sender, false))
+    Ok(sender)
 }

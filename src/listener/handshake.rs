@@ -1,4 +1,5 @@
-//! One accepted client connection, in its own task: the TLS handshake under the
+//! One accepted client connection, in its own task: its PROXY header when the listener
+//! takes one (before anything else, TLS included), the TLS handshake under the
 //! listener's `handshake_timeout` when it terminates TLS, then the proxy for its mode.
 
 use std::net::SocketAddr;
@@ -6,6 +7,9 @@ use std::sync::Arc;
 
 use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
+use tracing::field::display;
+
+use super::proxy_header;
 
 use crate::proxy::stream::ClientStream;
 use crate::proxy::{http, tcp};
@@ -17,9 +21,28 @@ pub(super) async fn connection(
     shared: Arc<Shared>,
     name: Arc<str>,
     plan: Arc<ListenerPlan>,
-    stream: TcpStream,
-    client: SocketAddr,
+    mut stream: TcpStream,
+    peer: SocketAddr,
 ) {
+    let span = tracing::Span::current();
+    let client = match &plan.proxy_protocol {
+        None => peer,
+        Some(settings) => match receive_unless_shutdown(&shared, &mut stream, peer, settings).await
+        {
+            Ok(client) => {
+                span.record("via", display(peer));
+                client
+            }
+            Err(e) => {
+                // Per connection, so debug: a scan or a misconfigured proxy must not
+                // flood the log.
+                tracing::debug!(%peer, error = %e, "closed before serving");
+                return;
+            }
+        },
+    };
+    span.record("client", display(client));
+    tracing::debug!("accepted");
     let stream = match &plan.tls {
         None => ClientStream::Plain(stream),
         Some(tls) => match handshake(&shared, tls, stream).await {
@@ -67,5 +90,19 @@ async fn handshake(
             tracing::debug!(timeout = ?tls.handshake_timeout, "TLS handshake timed out");
             None
         }
+    }
+}
+
+/// The PROXY header, or an error at once when shutdown begins: a client that has not
+/// sent its header yet has nothing in flight to finish.
+async fn receive_unless_shutdown(
+    shared: &Shared,
+    stream: &mut TcpStream,
+    peer: SocketAddr,
+    settings: &crate::config::ProxyProtocol,
+) -> Result<SocketAddr, proxy_header::HeaderError> {
+    tokio::select! {
+        received = proxy_header::receive(stream, peer, settings) => received,
+        () = shared.shutdown.cancelled() => Err(proxy_header::HeaderError::ShuttingDown),
     }
 }

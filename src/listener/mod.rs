@@ -1,8 +1,10 @@
 //! Bound sockets and their accept loops: each accepted connection gets a task of its
-//! own (`handshake`), which terminates TLS when the listener does and hands the
-//! connection to the tcp or http proxy, by the listener's plan in the current snapshot.
+//! own (`handshake`), which reads its PROXY header when the listener takes one
+//! (`proxy_header`), terminates TLS when the listener does, and hands the connection to
+//! the tcp or http proxy, by the listener's plan in the current snapshot.
 
 mod handshake;
+mod proxy_header;
 
 use std::io;
 use std::net::SocketAddr;
@@ -12,6 +14,7 @@ use std::time::Duration;
 use tokio::net::{TcpListener, TcpSocket};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
+use tracing::field::Empty;
 
 use crate::snapshot::Shared;
 
@@ -47,7 +50,7 @@ pub async fn accept_loop(
             _ = shared.shutdown.cancelled() => break,
             accepted = listener.accept() => accepted,
         };
-        let (stream, client) = match accepted {
+        let (stream, peer) = match accepted {
             Ok(accepted) => accepted,
             Err(e) => {
                 // Out of file descriptors and the like: back off instead of spinning.
@@ -60,13 +63,13 @@ pub async fn accept_loop(
         let Some(plan) = shared.snapshot.load().listeners.get(&*name).cloned() else {
             break;
         };
-        // Every log line of the connection carries its listener and client.
-        let span = tracing::info_span!("conn", listener = %name, %client);
-        tracing::debug!(parent: &span, "accepted");
-        // The handshake runs in the connection's task: a slow client never holds up
-        // the accept loop.
-        let connection = handshake::connection(shared.clone(), name.clone(), plan, stream, client);
-        shared.tracker.spawn(connection.instrument(span));
+        // Every log line of the connection carries its listener and client address
+        // (`via`: the proxy that sent a PROXY header), filled in by the connection task.
+        // The PROXY header and the TLS handshake run in that task: a slow client never
+        // holds up the accept loop.
+        let span = tracing::info_span!("conn", listener = %name, client = Empty, via = Empty);
+        let task = handshake::connection(shared.clone(), name.clone(), plan, stream, peer);
+        shared.tracker.spawn(task.instrument(span));
     }
     tracing::info!(listener = %name, "stopped accepting");
 }

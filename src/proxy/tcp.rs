@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use super::stream::ClientStream;
 use crate::balance::{Tried, Upstream};
-use crate::connect::connect;
+use crate::connect::{connect_sending, proxy_header};
 use crate::server::Active;
 use crate::snapshot::Shared;
 
@@ -24,12 +24,22 @@ pub async fn session(
     idle: Duration,
 ) {
     let start = Instant::now();
+    // The PROXY header each server connection starts with, when the upstream wants one.
+    let header = match upstream.send_proxy.map(|v| (v, client.tcp().local_addr())) {
+        None => None,
+        Some((version, Ok(local))) => Some(proxy_header(version, client_addr, local)),
+        Some((_, Err(e))) => {
+            tracing::debug!(error = %e, "client connection lost before a server was picked");
+            return;
+        }
+    };
     let mut tried = Tried::default();
     while let Some(index) = upstream.pick(&tried) {
         tried.add(index);
         let server = &upstream.servers[index];
         let active = Active::new(server.clone());
-        let stream = match connect(server.addr, upstream.connect_timeout).await {
+        let timeout = upstream.connect_timeout;
+        let stream = match connect_sending(server.addr, timeout, header.as_deref()).await {
             Ok(stream) => stream,
             Err(e) => {
                 crate::health::passive_failure(&shared, server, &e);

@@ -2,6 +2,7 @@
 //! connection to the pool when it ends), or a short one of rlb's own.
 
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
@@ -11,18 +12,29 @@ use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
 
 use super::access_log::AccessLog;
+use crate::config::ProxyVersion;
 use crate::connect::RequestBody;
+use crate::connect::private::Private;
 use crate::server::Active;
 
 /// The body rlb answers with: a server's streamed body, or a short one of its own.
 pub type ProxyBody = Either<ServerBody, Full<Bytes>>;
 
+/// Where a server connection goes once its response is read in full.
+pub enum Home {
+    /// The server's idle pool, for any client.
+    Shared,
+    /// This client connection's own: it carried the client's PROXY header.
+    Private(Arc<Private>, ProxyVersion),
+}
+
 /// A server's response body on its way to the client. When it ends, the connection
-/// goes back to the server's idle pool; the server's active count drops with it.
+/// goes back to its home; the server's active count drops with it.
 pub struct ServerBody {
     inner: Incoming,
     done: bool,
     connection: Option<(SendRequest<RequestBody>, Active)>,
+    home: Home,
     log: Option<Box<AccessLog>>,
 }
 
@@ -30,6 +42,7 @@ impl ServerBody {
     pub fn new(
         inner: Incoming,
         connection: (SendRequest<RequestBody>, Active),
+        home: Home,
         log: Option<Box<AccessLog>>,
     ) -> ServerBody {
         let done = inner.is_end_stream();
@@ -37,6 +50,7 @@ impl ServerBody {
             inner,
             done,
             connection: Some(connection),
+            home,
             log,
         }
     }
@@ -78,7 +92,14 @@ impl Drop for ServerBody {
         if let Some((sender, active)) = self.connection.take()
             && (self.done || self.inner.is_end_stream())
         {
-            active.server().checkin(sender);
+            let server = active.server();
+            match &self.home {
+                Home::Shared => server.checkin(sender),
+                Home::Private(private, version) if server.is_up() => {
+                    private.put((server.addr, *version), sender);
+                }
+                Home::Private(..) => {}
+            }
         }
         if let Some(log) = self.log.take() {
             log.write();

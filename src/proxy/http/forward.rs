@@ -18,16 +18,17 @@ use tokio::sync::watch;
 
 use super::Connection;
 use super::access_log::AccessLog;
-use super::body::{ProxyBody, ServerBody};
+use super::body::{Home, ProxyBody, ServerBody};
 use super::headers::{host_of, is_idempotent, is_upgrade, strip_hop_by_hop};
 use super::upgrade;
 use crate::balance::{Tried, Upstream};
-use crate::connect::{ClientBody, RequestBody, checkout};
+use crate::connect::{ClientBody, RequestBody, checkout, proxy_header};
 use crate::error::{ProxyError, Retry};
 use crate::server::{Active, Server};
 
-/// A response from a server, with the connection it came on and its count.
-type Answered = (Response<Incoming>, (SendRequest<RequestBody>, Active));
+/// A response from a server, with the connection it came on, its count, and where the
+/// connection goes afterwards.
+type Answered = (Response<Incoming>, (SendRequest<RequestBody>, Active), Home);
 
 impl Connection {
     /// Answers one request: the server's response, or rlb's own error response.
@@ -74,16 +75,15 @@ impl Connection {
             tried.add(index);
             let server = &upstream.servers[index];
             let active = Active::new(server.clone());
-            let (sender, reused) =
-                match checkout(&server.idle, server.addr, upstream.connect_timeout).await {
-                    Ok(connection) => connection,
-                    Err(e) => {
-                        // Nothing was sent: any request goes to the next server.
-                        crate::health::passive_failure(&self.shared, server, &e);
-                        last_error = Some(e);
-                        continue;
-                    }
-                };
+            let (sender, reused) = match self.server_connection(upstream, server).await {
+                Ok(connection) => connection,
+                Err(e) => {
+                    // Nothing was sent: any request goes to the next server.
+                    crate::health::passive_failure(&self.shared, server, &e);
+                    last_error = Some(e);
+                    continue;
+                }
+            };
             if !reused {
                 server.connected();
             }
@@ -93,7 +93,9 @@ impl Connection {
             server.stats.requests.fetch_add(1, Ordering::Relaxed);
             let timeout = upstream.response_timeout;
             match attempt(server, sender, request, &mut outgoing.progress, timeout).await {
-                Attempt::Answered(response, sender) => return Ok((response, (sender, active))),
+                Attempt::Answered(response, sender) => {
+                    return Ok((response, (sender, active), self.home(upstream)));
+                }
                 Attempt::Unsent(request) => {
                     // The connection closed before the request went out: it may go
                     // again, to this server too when the connection was an old one.
@@ -114,12 +116,38 @@ impl Connection {
         Err(last_error.unwrap_or_else(|| ProxyError::NoServer(upstream.name.clone())))
     }
 
+    /// A connection to `server` ready for a request, and whether it was reused: from
+    /// the server's idle pool, or, when the upstream sends PROXY headers, from this
+    /// client connection's own.
+    async fn server_connection(
+        &self,
+        upstream: &Upstream,
+        server: &Server,
+    ) -> Result<(SendRequest<RequestBody>, bool), ProxyError> {
+        let timeout = upstream.connect_timeout;
+        let Some(version) = upstream.send_proxy else {
+            return checkout(&server.idle, server.addr, timeout).await;
+        };
+        let local = self.forwarded.local.unwrap_or(self.fallback.local);
+        let header = || proxy_header(version, self.client, local);
+        self.private
+            .checkout((server.addr, version), timeout, header)
+            .await
+    }
+
+    fn home(&self, upstream: &Upstream) -> Home {
+        match upstream.send_proxy {
+            None => Home::Shared,
+            Some(version) => Home::Private(self.private.clone(), version),
+        }
+    }
+
     /// The server's response as the client gets it: in the client's HTTP version (an
     /// HTTP/1.0 server's body, delimited by its close, goes on chunked to an HTTP/1.1
     /// client, whose connection stays open), or the start of a tunnel.
     fn respond(
         &self,
-        (response, connection): Answered,
+        (response, connection, home): Answered,
         version: Version,
         on_upgrade: Option<OnUpgrade>,
         mut log: Option<Box<AccessLog>>,
@@ -136,7 +164,10 @@ impl Connection {
         let (mut parts, body) = response.into_parts();
         strip_hop_by_hop(&mut parts.headers, false);
         parts.version = version;
-        Response::from_parts(parts, Either::Left(ServerBody::new(body, connection, log)))
+        Response::from_parts(
+            parts,
+            Either::Left(ServerBody::new(body, connection, home, log)),
+        )
     }
 }
 

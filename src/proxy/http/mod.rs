@@ -22,6 +22,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 
 use super::stream::ClientStream;
+use crate::connect::private::Private;
 use crate::error::{ProxyError, Side};
 use crate::snapshot::{ListenerPlan, Shared};
 use access_log::AccessLog;
@@ -38,6 +39,8 @@ struct Connection {
     listener: Arc<str>,
     client: SocketAddr,
     forwarded: Forwarded,
+    /// Server connections that carried this client's PROXY header, for its next request.
+    private: Arc<Private>,
     /// The routes in force when the connection was accepted, used if a reload removes
     /// the listener while the connection is still open.
     fallback: Arc<ListenerPlan>,
@@ -61,6 +64,7 @@ pub async fn serve(
         listener,
         client,
         forwarded,
+        private: Arc::default(),
         idle_timeout: plan.idle_timeout,
         fallback: plan,
     });
