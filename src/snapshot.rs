@@ -139,6 +139,7 @@ pub fn build(
             let mut upstream = Upstream::new(name, u.balance, servers);
             upstream.connect_timeout = u.connect_timeout;
             upstream.response_timeout = u.response_timeout;
+            upstream.limit = u.limit;
             Arc::new(upstream)
         })
         .collect();

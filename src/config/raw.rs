@@ -122,6 +122,8 @@ pub(super) struct RawUpstream {
     pub(super) balance: Option<Balance>,
     pub(super) connect_timeout: Option<Spanned<String>>,
     pub(super) response_timeout: Option<Spanned<String>>,
+    pub(super) max_connections_per_server: Option<Spanned<i64>>,
+    pub(super) queue_timeout: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]

@@ -10,11 +10,11 @@ use std::time::{Duration, Instant};
 use super::stream::ClientStream;
 use crate::balance::{Tried, Upstream};
 use crate::connect::connect;
-use crate::server::Active;
+use crate::error::ProxyError;
 use crate::snapshot::Shared;
 
 /// Proxies one tcp session. With no server to take it, the client connection is
-/// closed at once.
+/// closed at once; with every server at its limit, after `queue_timeout` in the queue.
 pub async fn session(
     shared: Arc<Shared>,
     listener: Arc<str>,
@@ -25,10 +25,13 @@ pub async fn session(
 ) {
     let start = Instant::now();
     let mut tried = Tried::default();
-    while let Some(index) = upstream.pick(&tried) {
+    let error = loop {
+        let (index, active) = match upstream.acquire(&tried).await {
+            Ok(acquired) => acquired,
+            Err(e) => break e,
+        };
         tried.add(index);
         let server = &upstream.servers[index];
-        let active = Active::new(server.clone());
         let stream = match connect(server.addr, upstream.connect_timeout).await {
             Ok(stream) => stream,
             Err(e) => {
@@ -63,7 +66,12 @@ pub async fn session(
         }
         drop(active);
         return;
+    };
+    shared.metrics.error(error.kind());
+    match error {
+        ProxyError::QueueTimeout { .. } => {
+            tracing::debug!(error = %error, "closing the client connection");
+        }
+        _ => tracing::warn!(upstream = %upstream.name, "no server available; closing the client connection"),
     }
-    shared.metrics.error("no_server");
-    tracing::warn!(upstream = %upstream.name, "no server available; closing the client connection");
 }
