@@ -392,4 +392,76 @@ mod tests {
         assert_eq!(u.servers[0].active(), 2);
         assert_eq!(u.servers[1].active(), 1);
     }
+
+    fn limited(balance: Balance, servers: usize, max: usize) -> Arc<Upstream> {
+        let mut u = upstream(balance, &vec![1; servers]);
+        u.limit = Some(ServerLimit {
+            max,
+            queue_timeout: Duration::from_secs(5),
+        });
+        Arc::new(u)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn both_policies_fill_each_server_to_its_limit_then_queue_and_time_out() {
+        for balance in [Balance::RoundRobin, Balance::LeastConn] {
+            let u = limited(balance, 2, 2);
+            let mut held = Vec::new();
+            for _ in 0..4 {
+                held.push(u.acquire(&Tried::default()).await.unwrap());
+            }
+            let counts: Vec<usize> = u.servers.iter().map(|s| s.active()).collect();
+            assert_eq!(counts, vec![2, 2], "{balance:?}");
+            let start = tokio::time::Instant::now();
+            let refused = u.acquire(&Tried::default()).await.err();
+            assert!(matches!(refused, Some(ProxyError::QueueTimeout { .. })));
+            assert_eq!(start.elapsed(), Duration::from_secs(5));
+            assert_eq!(u.queue.timeouts.load(Ordering::Relaxed), 1);
+            assert_eq!(u.queue.len(), 0);
+            // Every server down: no queue, at once.
+            for s in &u.servers {
+                s.set_up(false);
+            }
+            let refused = u.acquire(&Tried::default()).await.err();
+            assert!(matches!(refused, Some(ProxyError::NoServer(_))));
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_queued_request_takes_the_place_freed_and_a_newcomer_waits_behind() {
+        let u = limited(Balance::LeastConn, 1, 1);
+        let (_, held) = u.acquire(&Tried::default()).await.unwrap();
+        let waiter = tokio::spawn({
+            let u = u.clone();
+            async move { u.acquire(&Tried::default()).await.map(|(i, _)| i) }
+        });
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(u.queue.len(), 1);
+        drop(held);
+        // Woken but not yet running: a newcomer must not take its place.
+        assert_eq!(u.queue.len(), 1);
+        let newcomer = tokio::spawn({
+            let u = u.clone();
+            async move { u.acquire(&Tried::default()).await.map(|(i, _)| i) }
+        });
+        assert_eq!(waiter.await.unwrap().unwrap(), 0);
+        // The waiter's `Active` dropped with its task: the newcomer gets the server.
+        assert_eq!(newcomer.await.unwrap().unwrap(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_first_waiter_finds_a_server_that_came_up_without_a_drop() {
+        let u = limited(Balance::RoundRobin, 2, 1);
+        u.servers[1].set_up(false);
+        let _held = u.acquire(&Tried::default()).await.unwrap();
+        let waiter = tokio::spawn({
+            let u = u.clone();
+            async move { u.acquire(&Tried::default()).await.map(|(i, _)| i) }
+        });
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        u.servers[1].set_up(true);
+        let start = tokio::time::Instant::now();
+        assert_eq!(waiter.await.unwrap().unwrap(), 1);
+        assert!(start.elapsed() <= RECHECK);
+    }
 }

@@ -48,7 +48,9 @@ fn queue_of(rlb: &Rlb, upstream: &str) -> serde_json::Value {
 }
 
 fn queue_length(rlb: &Rlb, upstream: &str) -> u64 {
-    queue_of(rlb, upstream)["length"].as_u64().expect("queue length")
+    queue_of(rlb, upstream)["length"]
+        .as_u64()
+        .expect("queue length")
 }
 
 /// Waits until `n` requests or sessions wait in the queue of `upstream`.
@@ -86,7 +88,10 @@ async fn queued_requests_are_served_first_come_first_served() {
     })
     .await;
     let mut queued = Vec::new();
-    for (n, name) in ["second", "third", "fourth", "fifth"].into_iter().enumerate() {
+    for (n, name) in ["second", "third", "fourth", "fifth"]
+        .into_iter()
+        .enumerate()
+    {
         queued.push(request(name, 20));
         until_queued(&rlb, "app", n as u64 + 1).await;
     }
@@ -131,7 +136,11 @@ async fn a_queued_request_gets_503_after_the_queue_timeout_and_the_queue_shows()
     assert!(body.contains("busy"), "{body}");
     assert!(waited >= Duration::from_millis(400), "503 after {waited:?}");
     assert!(waited < Duration::from_millis(2500), "503 after {waited:?}");
-    assert_eq!(server.hits(), 1, "the queued request never reached the server");
+    assert_eq!(
+        server.hits(),
+        1,
+        "the queued request never reached the server"
+    );
     assert_eq!(queue_length(&rlb, "app"), 0);
     assert_eq!(queue_of(&rlb, "app")["timeouts"], 1);
     let timeouts = "rlb_upstream_queue_timeouts_total{upstream=\"app\"}";

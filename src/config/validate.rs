@@ -366,7 +366,12 @@ fn validate_limit(errors: &mut Errors<'_>, raw: &RawUpstream) -> Option<ServerLi
             "`queue_timeout` needs `max_connections_per_server`: without a limit nothing queues",
         );
     }
-    let max = errors.count("max_connections_per_server", max, 1, MAX_CONNECTIONS_PER_SERVER)?;
+    let max = errors.count(
+        "max_connections_per_server",
+        max,
+        1,
+        MAX_CONNECTIONS_PER_SERVER,
+    )?;
     Some(ServerLimit {
         max: max as usize,
         queue_timeout,

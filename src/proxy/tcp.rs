@@ -72,6 +72,8 @@ pub async fn session(
         ProxyError::QueueTimeout { .. } => {
             tracing::debug!(error = %error, "closing the client connection");
         }
-        _ => tracing::warn!(upstream = %upstream.name, "no server available; closing the client connection"),
+        _ => {
+            tracing::warn!(upstream = %upstream.name, "no server available; closing the client connection")
+        }
     }
 }

@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use hyper::client::conn::http1::SendRequest;
 
-pub use rise_fall::{Counters, Flip};
 pub use queue::Queue;
+pub use rise_fall::{Counters, Flip};
 pub use stats::{Histogram, LATENCY_BUCKETS, ServerStats};
 
 use crate::connect::{Pool, RequestBody};
@@ -280,7 +280,12 @@ mod tests {
 
     #[tokio::test]
     async fn ejection_wakes_the_waiters_once() {
-        let server = Server::new(Arc::from("u"), "127.0.0.1:9".parse().unwrap(), 1, Arc::default());
+        let server = Server::new(
+            Arc::from("u"),
+            "127.0.0.1:9".parse().unwrap(),
+            1,
+            Arc::default(),
+        );
         let ejected = server.ejected();
         tokio::pin!(ejected);
         // Not while up, nor when a down server is set down again.
