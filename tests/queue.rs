@@ -61,6 +61,14 @@ async fn until_queued(rlb: &Rlb, upstream: &str, n: u64) {
     .await;
 }
 
+/// Waits until `n` requests or tunnels are open on `server` of upstream `app`.
+async fn until_active(rlb: &Rlb, server: SocketAddr, n: usize) {
+    eventually(&format!("{n} active on {server}"), WAIT, || async {
+        active(rlb, "app", server) == n
+    })
+    .await;
+}
+
 /// The value of the sample `line_start` (name and labels) in `/metrics`.
 async fn metric(rlb: &Rlb, line_start: &str) -> Option<f64> {
     let (status, text) = get(rlb.admin_addr().expect("admin"), "/metrics").await;
@@ -83,10 +91,7 @@ async fn queued_requests_are_served_first_come_first_served() {
         })
     };
     let first = request("first", 1000);
-    eventually("the first request on the server", WAIT, || async {
-        active(&rlb, "app", server.addr) == 1
-    })
-    .await;
+    until_active(&rlb, server.addr, 1).await;
     let mut queued = Vec::new();
     for (n, name) in ["second", "third", "fourth", "fifth"]
         .into_iter()
@@ -117,10 +122,7 @@ async fn a_queued_request_gets_503_after_the_queue_timeout_and_the_queue_shows()
     let rlb = start(&http_config(&[server.addr], "least_conn", 1, "400ms"));
     let addr = rlb.listener_addr("web").unwrap();
     let busy = tokio::spawn(async move { get(addr, "/slow?ms=3000").await });
-    eventually("the slow request on the server", WAIT, || async {
-        active(&rlb, "app", server.addr) == 1
-    })
-    .await;
+    until_active(&rlb, server.addr, 1).await;
     let started = Instant::now();
     let queued = tokio::spawn(async move { get(addr, "/").await });
     until_queued(&rlb, "app", 1).await;
@@ -212,10 +214,7 @@ async fn a_websocket_holds_its_place_under_the_limit() {
     assert_eq!(active(&rlb, "app", server.addr), 1);
     assert_eq!(get(addr, "/").await.0, 503);
     drop(ws);
-    eventually("the tunnel's end frees the server", WAIT, || async {
-        active(&rlb, "app", server.addr) == 0
-    })
-    .await;
+    until_active(&rlb, server.addr, 0).await;
     assert_eq!(get(addr, "/").await, (200, "a".to_string()));
     rlb.shutdown().await;
 }
