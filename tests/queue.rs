@@ -14,7 +14,9 @@ use http_body_util::Full;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use rlb::Rlb;
-use support::rlb::{TestServer, active, eventually, get, start, tcp_echo_server, websocket};
+use support::rlb::{
+    TempDir, TestServer, active, eventually, get, start, start_file, tcp_echo_server, websocket,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -152,6 +154,31 @@ async fn a_queued_request_gets_503_after_the_queue_timeout_and_the_queue_shows()
     let waits = "rlb_upstream_queue_wait_seconds_count{upstream=\"app\"}";
     assert_eq!(metric(&rlb, waits).await, Some(1.0));
     assert_eq!(busy.await.unwrap().0, 200);
+    rlb.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_reload_keeps_the_queue_and_its_waiters() {
+    let server = TestServer::start("a").await;
+    let dir = TempDir::new("queue-reload");
+    let path = dir.file(
+        "lb.toml",
+        &http_config(&[server.addr], "round_robin", 1, "10s"),
+    );
+    let rlb = start_file(&path);
+    let addr = rlb.listener_addr("web").unwrap();
+    let busy = tokio::spawn(async move { get(addr, "/slow?ms=800").await });
+    until_active(&rlb, server.addr, 1).await;
+    let queued = tokio::spawn(async move { get(addr, "/").await });
+    until_queued(&rlb, "app", 1).await;
+    // A longer timeout and another balance: the same upstream, the same queue.
+    std::fs::write(&path, http_config(&[server.addr], "least_conn", 1, "20s")).unwrap();
+    rlb.reload().await.expect("reload");
+    assert_eq!(queue_length(&rlb, "app"), 1);
+    assert_eq!(queue_of(&rlb, "app")["queue_timeout_ms"], 20_000);
+    assert_eq!(busy.await.unwrap().0, 200);
+    assert_eq!(queued.await.unwrap(), (200, "a".to_string()));
+    assert_eq!(queue_of(&rlb, "app")["waited"], 1);
     rlb.shutdown().await;
 }
 
