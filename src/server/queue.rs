@@ -121,9 +121,12 @@ impl Ticket<'_> {
         }
     }
 
-    /// Woken, but the free server went to someone else: back to the front.
+    /// Found no room: a woken waiter goes back to the front; one still in the deque
+    /// (it looked because it is first) keeps its place.
     pub fn again(&mut self) {
-        self.enter(true);
+        if self.wake.is_none() {
+            self.enter(true);
+        }
     }
 }
 
@@ -194,6 +197,8 @@ mod tests {
         assert!(first.woken(Instant::now()).await);
         first.again();
         assert!(first.first());
+        first.again();
+        assert_eq!(queue.waiters.lock().unwrap().len(), 2, "one place each");
         drop(second);
         queue.released();
         assert!(first.woken(Instant::now()).await);
