@@ -1,5 +1,7 @@
 //! Picking a server: smooth weighted round robin and weighted least connections over
-//! the available (up, non-draining) servers of an upstream, lock-free.
+//! the available (up, non-draining) servers of an upstream, lock-free; with
+//! `max_connections_per_server`, only servers below it, and the upstream's queue when
+//! every one is full.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -7,8 +9,9 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 
-use crate::config::{Balance, ProxyVersion};
-use crate::server::Server;
+use crate::config::{Balance, ProxyVersion, ServerLimit};
+use crate::error::ProxyError;
+use crate::server::{Active, Queue, Server};
 
 /// An upstream as one snapshot sees it: its servers' live state and how to choose.
 pub struct Upstream {
@@ -19,6 +22,10 @@ pub struct Upstream {
     /// Each server connection starts with the client's PROXY header in this version.
     pub send_proxy: Option<ProxyVersion>,
     pub servers: Vec<Arc<Server>>,
+    /// `max_connections_per_server` and `queue_timeout`; `None`: no limit, no queue.
+    pub limit: Option<ServerLimit>,
+    /// The upstream's queue, from the registry (the one its servers hold).
+    pub queue: Arc<Queue>,
     /// The order round robin walks, nginx's smooth weighted sequence over the current
     /// weights (5,1,1 gives a a b a c a a). Rebuilt when a weight changes, so a pick is
     /// one atomic increment and a load.
@@ -26,6 +33,9 @@ pub struct Upstream {
     /// Position in the schedule (round robin) or the rotating start (least_conn ties).
     next: AtomicUsize,
 }
+
+/// How often the first waiter of a queue looks for room without being woken.
+const RECHECK: Duration = Duration::from_millis(100);
 
 /// Which servers of an upstream a request already tried; each is tried at most once.
 /// A bit per server for the first 128; the servers of a larger upstream go in a list,
@@ -67,6 +77,10 @@ impl Tried {
 impl Upstream {
     pub fn new(name: Arc<str>, balance: Balance, servers: Vec<Arc<Server>>) -> Upstream {
         let schedule = ArcSwap::from_pointee(schedule(&servers));
+        // The registry gives every server of an upstream the same queue.
+        let queue = servers
+            .first()
+            .map_or_else(Default::default, |s| s.queue.clone());
         Upstream {
             name,
             balance,
@@ -74,6 +88,8 @@ impl Upstream {
             response_timeout: crate::config::DEFAULT_RESPONSE_TIMEOUT,
             send_proxy: None,
             servers,
+            limit: None,
+            queue,
             schedule,
             next: AtomicUsize::new(0),
         }
@@ -86,30 +102,118 @@ impl Upstream {
 
     /// Picks an available server not yet tried, returning its index.
     pub fn pick(&self, tried: &Tried) -> Option<usize> {
-        let picked = match self.balance {
-            Balance::RoundRobin => self.pick_round_robin(tried),
-            Balance::LeastConn => self.pick_least_conn(tried),
+        self.pick_below(tried, None)
+    }
+
+    /// Picks a server not yet tried and counts the request on it; with a limit, only a
+    /// server below it, waiting in the queue while every usable one is full.
+    /// `NoServer` when none is usable, `QueueTimeout` after `queue_timeout`.
+    pub async fn acquire(&self, tried: &Tried) -> Result<(usize, Active), ProxyError> {
+        let Some(limit) = self.limit else {
+            let index = self.pick(tried).ok_or_else(|| self.no_server())?;
+            return Ok((index, Active::new(self.servers[index].clone())));
         };
-        picked.or_else(|| self.least_lagged(tried))
+        // Someone waits already: behind them, so the queue stays first come first served.
+        if self.queue.len() == 0 {
+            match self.try_acquire(tried, limit.max) {
+                Acquired::Server(index, active) => return Ok((index, active)),
+                Acquired::None => return Err(self.no_server()),
+                Acquired::Full => {}
+            }
+        }
+        self.wait(tried, limit).await
+    }
+
+    /// Waits in the queue for a server below the limit: tries when first in line,
+    /// each time an `Active` of the upstream drops and it is its turn, and, first in
+    /// line, every [`RECHECK`] (a server that came up or a reload that raised the
+    /// limit frees room without any drop), until `queue_timeout`.
+    async fn wait(&self, tried: &Tried, limit: ServerLimit) -> Result<(usize, Active), ProxyError> {
+        let start = tokio::time::Instant::now();
+        let deadline = start + limit.queue_timeout;
+        let mut ticket = self.queue.join();
+        let mut turn = ticket.first();
+        let outcome = loop {
+            if turn {
+                match self.try_acquire(tried, limit.max) {
+                    Acquired::Server(index, active) => break Ok((index, active)),
+                    Acquired::None => break Err(self.no_server()),
+                    Acquired::Full => ticket.again(),
+                }
+            }
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                self.queue.timeouts.fetch_add(1, Ordering::Relaxed);
+                break Err(ProxyError::QueueTimeout {
+                    upstream: self.name.clone(),
+                    timeout: limit.queue_timeout,
+                });
+            }
+            turn = ticket.woken(deadline.min(now + RECHECK)).await || ticket.first();
+        };
+        self.queue.wait.record(start.elapsed());
+        drop(ticket);
+        if outcome.is_ok() {
+            // Room may be left (a server came up): the next in line looks too.
+            self.queue.released();
+        }
+        outcome
+    }
+
+    /// One pass without waiting: a server below `max` with its count taken.
+    fn try_acquire(&self, tried: &Tried, max: usize) -> Acquired {
+        // Each failed compare-and-swap is another request's success, so a few rounds
+        // settle it; past them the queue takes over.
+        for _ in 0..=self.servers.len() {
+            let Some(index) = self.pick_below(tried, Some(max)) else {
+                break;
+            };
+            if let Some(active) = self.servers[index].try_acquire(max) {
+                return Acquired::Server(index, active);
+            }
+        }
+        match self.pick(tried) {
+            Some(_) => Acquired::Full,
+            None => Acquired::None,
+        }
+    }
+
+    fn no_server(&self) -> ProxyError {
+        ProxyError::NoServer(self.name.clone())
+    }
+
+    /// Picks a server not yet tried with fewer than `max` active, if given.
+    fn pick_below(&self, tried: &Tried, max: Option<usize>) -> Option<usize> {
+        let picked = match self.balance {
+            Balance::RoundRobin => self.pick_round_robin(tried, max),
+            Balance::LeastConn => self.pick_least_conn(tried, max),
+        };
+        picked.or_else(|| self.least_lagged(tried, max))
     }
 
     /// With no server available, a replica that is down for replication lag alone
     /// still answers, only with older data: the least-lagged one is used. A server
     /// down for any other reason (refused, timed out) never is.
-    pub fn least_lagged(&self, tried: &Tried) -> Option<usize> {
+    pub fn least_lagged(&self, tried: &Tried, max: Option<usize>) -> Option<usize> {
         (0..self.servers.len())
-            .filter(|&i| !tried.has(i) && !self.servers[i].is_draining())
+            .filter(|&i| !tried.has(i) && !self.servers[i].is_draining() && self.room(i, max))
             .filter_map(|i| Some((i, self.servers[i].lag()?)))
             .filter(|&(i, _)| !self.servers[i].is_up())
             .min_by_key(|&(_, lag)| lag)
             .map(|(i, _)| i)
     }
 
-    fn usable(&self, index: usize, tried: &Tried) -> bool {
-        !tried.has(index) && self.servers[index].available()
+    fn usable(&self, index: usize, tried: &Tried, max: Option<usize>) -> bool {
+        !tried.has(index) && self.servers[index].available() && self.room(index, max)
     }
 
-    fn pick_round_robin(&self, tried: &Tried) -> Option<usize> {
+    /// Below `max`, or no limit: without one, not even a load.
+    #[inline]
+    fn room(&self, index: usize, max: Option<usize>) -> bool {
+        max.is_none_or(|max| self.servers[index].active() < max)
+    }
+
+    fn pick_round_robin(&self, tried: &Tried, max: Option<usize>) -> Option<usize> {
         let schedule = self.schedule.load();
         let len = schedule.len();
         if len == 0 {
@@ -118,18 +222,18 @@ impl Upstream {
         let start = self.next.fetch_add(1, Ordering::Relaxed);
         (0..len)
             .map(|i| schedule[(start + i) % len] as usize)
-            .find(|&index| self.usable(index, tried))
+            .find(|&index| self.usable(index, tried, max))
     }
 
     /// The server with the fewest active connections per unit of weight; among equals,
     /// the first after a rotating start, so ties go round robin.
-    fn pick_least_conn(&self, tried: &Tried) -> Option<usize> {
+    fn pick_least_conn(&self, tried: &Tried, max: Option<usize>) -> Option<usize> {
         let n = self.servers.len();
         let start = self.next.fetch_add(1, Ordering::Relaxed);
         let mut best: Option<(usize, usize, u32)> = None;
         for i in 0..n {
             let index = (start + i) % n;
-            if !self.usable(index, tried) {
+            if !self.usable(index, tried, max) {
                 continue;
             }
             let server = &self.servers[index];
@@ -147,6 +251,15 @@ impl Upstream {
         }
         best.map(|(index, _, _)| index)
     }
+}
+
+/// What one pass of [`Upstream::try_acquire`] found.
+enum Acquired {
+    Server(usize, Active),
+    /// Usable servers, every one at its limit.
+    Full,
+    /// No usable server at all.
+    None,
 }
 
 /// nginx's smooth weighted round robin, unrolled into one full cycle of picks.
@@ -176,12 +289,13 @@ mod tests {
 
     fn upstream(balance: Balance, weights: &[u32]) -> Upstream {
         let name: Arc<str> = Arc::from("u");
+        let queue = Arc::new(Queue::default());
         let servers = weights
             .iter()
             .enumerate()
             .map(|(i, w)| {
                 let addr = format!("127.0.0.1:{}", 9000 + i).parse().unwrap();
-                Arc::new(Server::new(name.clone(), addr, *w))
+                Arc::new(Server::new(name.clone(), addr, *w, queue.clone()))
             })
             .collect();
         Upstream::new(name, balance, servers)
@@ -280,5 +394,77 @@ mod tests {
         }
         assert_eq!(u.servers[0].active(), 2);
         assert_eq!(u.servers[1].active(), 1);
+    }
+
+    fn limited(balance: Balance, servers: usize, max: usize) -> Arc<Upstream> {
+        let mut u = upstream(balance, &vec![1; servers]);
+        u.limit = Some(ServerLimit {
+            max,
+            queue_timeout: Duration::from_secs(5),
+        });
+        Arc::new(u)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn both_policies_fill_each_server_to_its_limit_then_queue_and_time_out() {
+        for balance in [Balance::RoundRobin, Balance::LeastConn] {
+            let u = limited(balance, 2, 2);
+            let mut held = Vec::new();
+            for _ in 0..4 {
+                held.push(u.acquire(&Tried::default()).await.unwrap());
+            }
+            let counts: Vec<usize> = u.servers.iter().map(|s| s.active()).collect();
+            assert_eq!(counts, vec![2, 2], "{balance:?}");
+            let start = tokio::time::Instant::now();
+            let refused = u.acquire(&Tried::default()).await.err();
+            assert!(matches!(refused, Some(ProxyError::QueueTimeout { .. })));
+            assert_eq!(start.elapsed(), Duration::from_secs(5));
+            assert_eq!(u.queue.timeouts.load(Ordering::Relaxed), 1);
+            assert_eq!(u.queue.len(), 0);
+            // Every server down: no queue, at once.
+            for s in &u.servers {
+                s.set_up(false);
+            }
+            let refused = u.acquire(&Tried::default()).await.err();
+            assert!(matches!(refused, Some(ProxyError::NoServer(_))));
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_queued_request_takes_the_place_freed_and_a_newcomer_waits_behind() {
+        let u = limited(Balance::LeastConn, 1, 1);
+        let (_, held) = u.acquire(&Tried::default()).await.unwrap();
+        let waiter = tokio::spawn({
+            let u = u.clone();
+            async move { u.acquire(&Tried::default()).await.map(|(i, _)| i) }
+        });
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(u.queue.len(), 1);
+        drop(held);
+        // Woken but not yet running: a newcomer must not take its place.
+        assert_eq!(u.queue.len(), 1);
+        let newcomer = tokio::spawn({
+            let u = u.clone();
+            async move { u.acquire(&Tried::default()).await.map(|(i, _)| i) }
+        });
+        assert_eq!(waiter.await.unwrap().unwrap(), 0);
+        // The waiter's `Active` dropped with its task: the newcomer gets the server.
+        assert_eq!(newcomer.await.unwrap().unwrap(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_first_waiter_finds_a_server_that_came_up_without_a_drop() {
+        let u = limited(Balance::RoundRobin, 2, 1);
+        u.servers[1].set_up(false);
+        let _held = u.acquire(&Tried::default()).await.unwrap();
+        let waiter = tokio::spawn({
+            let u = u.clone();
+            async move { u.acquire(&Tried::default()).await.map(|(i, _)| i) }
+        });
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        u.servers[1].set_up(true);
+        let start = tokio::time::Instant::now();
+        assert_eq!(waiter.await.unwrap().unwrap(), 1);
+        assert!(start.elapsed() <= RECHECK);
     }
 }

@@ -47,12 +47,21 @@ pub enum ProxyError {
     ResponseTimeout { addr: SocketAddr, timeout: Duration },
     #[error("server {addr} was ejected while the request waited for its response")]
     Ejected { addr: SocketAddr },
+    /// Every usable server of the upstream stayed at `max_connections_per_server` for
+    /// the whole `queue_timeout`.
+    #[error("no server of upstream `{upstream}` was free within {timeout:?}")]
+    QueueTimeout {
+        upstream: Arc<str>,
+        timeout: Duration,
+    },
 }
 
 impl ProxyError {
     pub fn side(&self) -> Side {
         match self {
-            ProxyError::NoRoute | ProxyError::NoServer(_) => Side::Proxy,
+            ProxyError::NoRoute | ProxyError::NoServer(_) | ProxyError::QueueTimeout { .. } => {
+                Side::Proxy
+            }
             ProxyError::Connect { .. }
             | ProxyError::ConnectTimeout { .. }
             | ProxyError::Server { .. }
@@ -67,9 +76,10 @@ impl ProxyError {
         match self {
             ProxyError::Connect { .. } | ProxyError::ConnectTimeout { .. } => Retry::Anywhere,
             ProxyError::Server { .. } | ProxyError::Ejected { .. } => Retry::IfIdempotent,
-            ProxyError::NoRoute | ProxyError::NoServer(_) | ProxyError::ResponseTimeout { .. } => {
-                Retry::Never
-            }
+            ProxyError::NoRoute
+            | ProxyError::NoServer(_)
+            | ProxyError::ResponseTimeout { .. }
+            | ProxyError::QueueTimeout { .. } => Retry::Never,
         }
     }
 
@@ -83,7 +93,7 @@ impl ProxyError {
     }
 
     /// Every value [`ProxyError::kind`] takes, so the metrics show each from the start.
-    pub const KINDS: [&'static str; 7] = [
+    pub const KINDS: [&'static str; 8] = [
         "no_route",
         "no_server",
         "connect",
@@ -91,6 +101,7 @@ impl ProxyError {
         "server",
         "timeout",
         "ejected",
+        "queue_timeout",
     ];
 
     /// A short name for logs and the `kind` label of the error metrics.
@@ -103,6 +114,7 @@ impl ProxyError {
             ProxyError::Server { .. } => "server",
             ProxyError::ResponseTimeout { .. } => "timeout",
             ProxyError::Ejected { .. } => "ejected",
+            ProxyError::QueueTimeout { .. } => "queue_timeout",
         }
     }
 
@@ -124,6 +136,10 @@ impl ProxyError {
             ProxyError::Server { .. } | ProxyError::Ejected { .. } => (
                 StatusCode::BAD_GATEWAY,
                 "502 bad gateway: the server failed to answer\n",
+            ),
+            ProxyError::QueueTimeout { .. } => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "503 service unavailable: every server is busy; try again later\n",
             ),
             ProxyError::ResponseTimeout { .. } => (
                 StatusCode::GATEWAY_TIMEOUT,

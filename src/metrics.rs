@@ -1,5 +1,5 @@
-//! Prometheus metrics: counters kept here for errors and reloads, and per-server
-//! gauges and counters read from the live server state at scrape time.
+//! Prometheus metrics: counters kept here for errors and reloads, and per-server and
+//! per-upstream (queue) gauges and counters read from the live state at scrape time.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -14,7 +14,7 @@ use prometheus_client::registry::Registry;
 
 use crate::balance::Upstream;
 use crate::error::ProxyError;
-use crate::server::{CHECK_BUCKETS, ServerStats};
+use crate::server::{Histogram, LATENCY_BUCKETS, ServerStats};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct KindLabel {
@@ -27,15 +27,20 @@ struct ResultLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct UpstreamLabel {
+    upstream: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ServerLabels {
     upstream: String,
     server: String,
 }
 
-/// A histogram read from a server's check counters at scrape time: the checks are
-/// counted where they run, without a registry on their path.
+/// A histogram read from live state at scrape time: check latencies and queue waits
+/// are counted where they happen, without a registry on their path.
 #[derive(Debug, Default)]
-struct CheckLatency {
+struct Latency {
     read: Mutex<Latencies>,
 }
 
@@ -48,17 +53,17 @@ struct Latencies {
     buckets: Vec<(f64, u64)>,
 }
 
-impl CheckLatency {
-    fn read(&self, stats: &ServerStats) {
+impl Latency {
+    fn read(&self, histogram: &Histogram) {
         let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        let bounds = CHECK_BUCKETS.iter().copied().chain([f64::INFINITY]);
+        let bounds = LATENCY_BUCKETS.iter().copied().chain([f64::INFINITY]);
         let buckets = bounds
-            .zip(stats.check_buckets.iter().map(load))
+            .zip(histogram.buckets.iter().map(load))
             .collect::<Vec<_>>();
         // The count is the buckets' total, so that `+Inf` equals `_count` even while
-        // a check is being counted.
+        // one is being counted.
         let count = buckets.iter().map(|(_, n)| n).sum();
-        let sum_seconds = load(&stats.check_micros) as f64 / 1e6;
+        let sum_seconds = load(&histogram.micros) as f64 / 1e6;
         *self.read.lock().unwrap_or_else(|e| e.into_inner()) = Latencies {
             sum_seconds,
             count,
@@ -67,11 +72,11 @@ impl CheckLatency {
     }
 }
 
-impl TypedMetric for CheckLatency {
+impl TypedMetric for Latency {
     const TYPE: MetricType = MetricType::Histogram;
 }
 
-impl EncodeMetric for CheckLatency {
+impl EncodeMetric for Latency {
     fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
         let read = self.read.lock().unwrap_or_else(|e| e.into_inner());
         encoder.encode_histogram::<NoLabelSet>(read.sum_seconds, read.count, &read.buckets, None)
@@ -150,6 +155,7 @@ impl Metrics {
             self.reloads.clone(),
         );
         register_servers(&mut registry, upstreams);
+        register_queues(&mut registry, upstreams);
         let mut out = String::new();
         let _ = encode(&mut out, &registry);
         out
@@ -192,7 +198,7 @@ fn register_servers(registry: &mut Registry, upstreams: &[Arc<Upstream>]) {
     let active = Family::<ServerLabels, Gauge>::default();
     let counters: Vec<Family<ServerLabels, Counter>> =
         SERVER_COUNTERS.iter().map(|_| Family::default()).collect();
-    let check_seconds = Family::<ServerLabels, CheckLatency>::default();
+    let check_seconds = Family::<ServerLabels, Latency>::default();
     for upstream in upstreams {
         for server in &upstream.servers {
             let labels = ServerLabels {
@@ -205,7 +211,8 @@ fn register_servers(registry: &mut Registry, upstreams: &[Arc<Upstream>]) {
                 let value = counter(&server.stats).load(Ordering::Relaxed);
                 family.get_or_create(&labels).inc_by(value);
             }
-            check_seconds.get_or_create(&labels).read(&server.stats);
+            let check_latency = &server.stats.check_latency;
+            check_seconds.get_or_create(&labels).read(check_latency);
         }
     }
     registry.register(
@@ -225,6 +232,39 @@ fn register_servers(registry: &mut Registry, upstreams: &[Arc<Upstream>]) {
         "server_check_duration_seconds",
         "Health check latency",
         check_seconds,
+    );
+}
+
+/// Each upstream's queue: its length now, how long queued requests waited, how many
+/// timed out.
+fn register_queues(registry: &mut Registry, upstreams: &[Arc<Upstream>]) {
+    let length = Family::<UpstreamLabel, Gauge>::default();
+    let wait = Family::<UpstreamLabel, Latency>::default();
+    let timeouts = Family::<UpstreamLabel, Counter>::default();
+    for upstream in upstreams {
+        let label = UpstreamLabel {
+            upstream: upstream.name.to_string(),
+        };
+        let queue = &upstream.queue;
+        length.get_or_create(&label).set(queue.len() as i64);
+        wait.get_or_create(&label).read(&queue.wait);
+        let timed_out = queue.timeouts.load(Ordering::Relaxed);
+        timeouts.get_or_create(&label).inc_by(timed_out);
+    }
+    registry.register(
+        "upstream_queue_length",
+        "Requests and tcp sessions waiting for a server below max_connections_per_server",
+        length,
+    );
+    registry.register(
+        "upstream_queue_wait_seconds",
+        "Time queued requests and sessions waited, served or timed out",
+        wait,
+    );
+    registry.register(
+        "upstream_queue_timeouts",
+        "Requests and sessions refused after queue_timeout",
+        timeouts,
     );
 }
 

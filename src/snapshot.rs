@@ -142,6 +142,7 @@ pub fn build(
             upstream.connect_timeout = u.connect_timeout;
             upstream.response_timeout = u.response_timeout;
             upstream.send_proxy = u.send_proxy_protocol;
+            upstream.limit = u.limit;
             Arc::new(upstream)
         })
         .collect();

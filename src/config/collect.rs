@@ -216,7 +216,7 @@ fn explain(key: &str, message: &str) -> String {
 }
 
 /// The keys whose values are durations.
-const DURATION_KEYS: [&str; 8] = [
+const DURATION_KEYS: [&str; 9] = [
     "shutdown_timeout",
     "idle_timeout",
     "connect_timeout",
@@ -225,6 +225,7 @@ const DURATION_KEYS: [&str; 8] = [
     "timeout",
     "max_replication_lag",
     "handshake_timeout",
+    "queue_timeout",
 ];
 
 /// The candidate at most two edits from `word` (the nearest), if any.

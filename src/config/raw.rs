@@ -133,6 +133,8 @@ pub(super) struct RawUpstream {
     pub(super) connect_timeout: Option<Spanned<String>>,
     pub(super) response_timeout: Option<Spanned<String>>,
     pub(super) send_proxy_protocol: Option<ProxyVersion>,
+    pub(super) max_connections_per_server: Option<Spanned<i64>>,
+    pub(super) queue_timeout: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]

@@ -395,3 +395,37 @@ fn a_duration_written_as_a_number_says_how_to_write_it() {
         "`shutdown_timeout` is a duration: a string with a unit (ms, s, m, h), e.g. shutdown_timeout = \"1s\"",
     );
 }
+
+#[test]
+fn the_per_server_limit_and_queue_timeout_are_read_and_checked() {
+    let limited = |keys: &str| TCP_OK.replace("servers = [", &format!("{keys}\nservers = ["));
+    let c = Config::parse(&limited("max_connections_per_server = 100"), "lb.toml").unwrap();
+    let limit = ServerLimit {
+        max: 100,
+        queue_timeout: DEFAULT_QUEUE_TIMEOUT,
+    };
+    assert_eq!(c.upstreams[0].limit, Some(limit));
+    let keys = "max_connections_per_server = 2\nqueue_timeout = \"250ms\"";
+    let c = Config::parse(&limited(keys), "lb.toml").unwrap();
+    let queue_timeout = c.upstreams[0].limit.map(|l| l.queue_timeout);
+    assert_eq!(queue_timeout, Some(Duration::from_millis(250)));
+    assert_eq!(
+        Config::parse(TCP_OK, "lb.toml").unwrap().upstreams[0].limit,
+        None
+    );
+
+    let limit = "`max_connections_per_server` must be between 1 and 1000000, found 0";
+    one_error(&limited("max_connections_per_server = 0"), "8:30", limit);
+    let needs = "`queue_timeout` needs `max_connections_per_server`";
+    one_error(&limited("queue_timeout = \"1s\""), "8:17", needs);
+    let keys = "max_connections_per_server = 1\nqueue_timeout = \"0s\"";
+    one_error(
+        &limited(keys),
+        "9:17",
+        "`queue_timeout` must be more than 0",
+    );
+    let keys = "max_connections_per_server = 1\nqueue_timeout = 5";
+    one_error(&limited(keys), "9:17", "queue_timeout = \"1s\"");
+    let keys = "max_connections_per_server = \"many\"";
+    one_error(&limited(keys), "8:30", "invalid type");
+}

@@ -160,6 +160,16 @@ pub struct UpstreamConfig {
     /// `send_proxy_protocol`: each server connection starts with the client's PROXY
     /// header (in http mode it then serves that client connection only).
     pub send_proxy_protocol: Option<ProxyVersion>,
+    /// `max_connections_per_server` and `queue_timeout`; `None`: no limit.
+    pub limit: Option<ServerLimit>,
+}
+
+/// At most `max` requests, sessions and tunnels open on each server of an upstream;
+/// beyond that they wait in the upstream's queue, each at most `queue_timeout`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServerLimit {
+    pub max: usize,
+    pub queue_timeout: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -208,6 +218,12 @@ pub const DEFAULT_FALL: u32 = 3;
 pub const MAX_WEIGHT: u32 = 1000;
 /// nginx's `ssl_handshake_timeout` and HAProxy's usual `timeout client-hs`.
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// HAProxy's `timeout queue` falls back to `timeout connect` (5 s here as there): a
+/// client that waited longer is better told 503 than kept on.
+pub const DEFAULT_QUEUE_TIMEOUT: Duration = Duration::from_secs(5);
+/// The largest `max_connections_per_server`: far above what one server takes, low
+/// enough to catch a typo.
+pub const MAX_CONNECTIONS_PER_SERVER: i64 = 1_000_000;
 
 impl Mode {
     pub fn name(&self) -> &'static str {

@@ -353,8 +353,32 @@ fn validate_upstream(
             DEFAULT_RESPONSE_TIMEOUT,
         ),
         send_proxy_protocol: raw.send_proxy_protocol,
+        limit: validate_limit(errors, &raw),
         servers: servers?,
         health: health?,
+    })
+}
+
+/// `max_connections_per_server` and `queue_timeout`, which means nothing without it.
+fn validate_limit(errors: &mut Errors<'_>, raw: &RawUpstream) -> Option<ServerLimit> {
+    let max = &raw.max_connections_per_server;
+    let queue_timeout =
+        errors.positive_duration("queue_timeout", &raw.queue_timeout, DEFAULT_QUEUE_TIMEOUT);
+    if let (None, Some(t)) = (max, &raw.queue_timeout) {
+        errors.at(
+            t.span(),
+            "`queue_timeout` needs `max_connections_per_server`: without a limit nothing queues",
+        );
+    }
+    let max = errors.count(
+        "max_connections_per_server",
+        max,
+        1,
+        MAX_CONNECTIONS_PER_SERVER,
+    )?;
+    Some(ServerLimit {
+        max: max as usize,
+        queue_timeout,
     })
 }
 

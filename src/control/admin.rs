@@ -16,6 +16,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use super::command::Commands;
+use crate::balance::Upstream;
 use crate::events::{Event, EventKind};
 use crate::server::Server;
 use crate::snapshot::{Shared, Target};
@@ -211,6 +212,22 @@ fn server_json(server: &Server) -> Value {
     value
 }
 
+/// An upstream's queue: its length now, its limit, and what waited so far.
+fn queue_json(upstream: &Upstream) -> Value {
+    let queue = &upstream.queue;
+    let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+    let waited: u64 = queue.wait.buckets.iter().map(load).sum();
+    let wait_ms = load(&queue.wait.micros) / 1000;
+    json!({
+        "length": queue.len(),
+        "max_connections_per_server": upstream.limit.map(|l| l.max),
+        "queue_timeout_ms": upstream.limit.map(|l| l.queue_timeout.as_millis() as u64),
+        "waited": waited,
+        "wait_ms_total": wait_ms,
+        "timeouts": load(&queue.timeouts),
+    })
+}
+
 /// The `GET /status` document of the contract.
 pub fn status(shared: &Shared) -> Value {
     let snapshot = shared.snapshot.load();
@@ -221,6 +238,7 @@ pub fn status(shared: &Shared) -> Value {
             json!({
                 "balance": upstream.balance.name(),
                 "servers": upstream.servers.iter().map(|s| server_json(s)).collect::<Vec<_>>(),
+                "queue": queue_json(upstream),
             }),
         );
     }

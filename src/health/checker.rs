@@ -225,7 +225,7 @@ fn warn_if_all_lagging(shared: &Shared, server: &Server) {
         .servers
         .iter()
         .all(|s| !s.available() && s.lag().is_some())
-        && let Some(best) = upstream.least_lagged(&Default::default())
+        && let Some(best) = upstream.least_lagged(&Default::default(), None)
     {
         tracing::warn!(
             upstream = %upstream.name,

@@ -10,11 +10,11 @@ use std::time::{Duration, Instant};
 use super::stream::ClientStream;
 use crate::balance::{Tried, Upstream};
 use crate::connect::{connect_sending, proxy_header};
-use crate::server::Active;
+use crate::error::ProxyError;
 use crate::snapshot::Shared;
 
 /// Proxies one tcp session. With no server to take it, the client connection is
-/// closed at once.
+/// closed at once; with every server at its limit, after `queue_timeout` in the queue.
 pub async fn session(
     shared: Arc<Shared>,
     listener: Arc<str>,
@@ -34,10 +34,13 @@ pub async fn session(
         }
     };
     let mut tried = Tried::default();
-    while let Some(index) = upstream.pick(&tried) {
+    let error = loop {
+        let (index, active) = match upstream.acquire(&tried).await {
+            Ok(acquired) => acquired,
+            Err(e) => break e,
+        };
         tried.add(index);
         let server = &upstream.servers[index];
-        let active = Active::new(server.clone());
         let timeout = upstream.connect_timeout;
         let stream = match connect_sending(server.addr, timeout, header.as_deref()).await {
             Ok(stream) => stream,
@@ -73,7 +76,14 @@ pub async fn session(
         }
         drop(active);
         return;
+    };
+    shared.metrics.error(error.kind());
+    match error {
+        ProxyError::QueueTimeout { .. } => {
+            tracing::debug!(error = %error, "closing the client connection");
+        }
+        _ => {
+            tracing::warn!(upstream = %upstream.name, "no server available; closing the client connection")
+        }
     }
-    shared.metrics.error("no_server");
-    tracing::warn!(upstream = %upstream.name, "no server available; closing the client connection");
 }

@@ -1,6 +1,8 @@
 //! Live server state (health, drain, weight, open connections, idle pool) that outlives
-//! configuration snapshots, and the registry that keys it by (upstream, address).
+//! configuration snapshots, the per-upstream queue, and the registry that keys them by
+//! (upstream, address) and upstream name.
 
+mod queue;
 mod rise_fall;
 mod stats;
 
@@ -12,8 +14,9 @@ use std::time::Duration;
 
 use hyper::client::conn::http1::SendRequest;
 
+pub use queue::Queue;
 pub use rise_fall::{Counters, Flip};
-pub use stats::{CHECK_BUCKETS, ServerStats};
+pub use stats::{Histogram, LATENCY_BUCKETS, ServerStats};
 
 use crate::connect::{Pool, RequestBody};
 
@@ -35,6 +38,9 @@ pub struct Server {
     /// Requests in flight plus tcp sessions and upgraded tunnels open: what least_conn
     /// balances on. Changed only by [`Active`].
     active: AtomicUsize,
+    /// The queue of its upstream, shared by all its servers: a dropped [`Active`]
+    /// wakes its first waiter.
+    pub queue: Arc<Queue>,
     /// The replication lag of the last check that found it over the limit, in ms;
     /// `u64::MAX` when there is none. A server down with a lag is down for lag alone.
     lag_ms: AtomicU64,
@@ -67,7 +73,7 @@ impl State {
 }
 
 impl Server {
-    pub fn new(upstream: Arc<str>, addr: SocketAddr, weight: u32) -> Server {
+    pub fn new(upstream: Arc<str>, addr: SocketAddr, weight: u32, queue: Arc<Queue>) -> Server {
         Server {
             upstream,
             addr,
@@ -77,6 +83,7 @@ impl Server {
             weight: AtomicU32::new(weight),
             file_weight: AtomicU32::new(weight),
             active: AtomicUsize::new(0),
+            queue,
             lag_ms: AtomicU64::new(u64::MAX),
             stats: ServerStats::default(),
             health: Mutex::new(Counters::default()),
@@ -184,6 +191,8 @@ impl Server {
 pub struct Active(Arc<Server>);
 
 impl Active {
+    /// Counts one more on `server`, whatever its count: for an upstream without
+    /// `max_connections_per_server`.
     pub fn new(server: Arc<Server>) -> Active {
         server.active.fetch_add(1, Ordering::Relaxed);
         Active(server)
@@ -194,9 +203,26 @@ impl Active {
     }
 }
 
+impl Server {
+    /// Counts one more on the server if it has fewer than `max` now, in one
+    /// compare-and-swap: a check and then an `Active::new` would let two concurrent
+    /// picks both see `max - 1` and go over.
+    pub fn try_acquire(self: &Arc<Server>, max: usize) -> Option<Active> {
+        self.active
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Active(self.clone()))
+    }
+}
+
 impl Drop for Active {
+    /// `SeqCst` with the queue's read of its waiters (see `queue.rs`); on x86 the
+    /// decrement is a locked instruction at any ordering, and the read a plain load.
     fn drop(&mut self) {
-        self.0.active.fetch_sub(1, Ordering::Relaxed);
+        self.0.active.fetch_sub(1, Ordering::SeqCst);
+        self.0.queue.released();
     }
 }
 
@@ -205,6 +231,8 @@ impl Drop for Active {
 #[derive(Default)]
 pub struct Registry {
     servers: Mutex<HashMap<ServerKey, Arc<Server>>>,
+    /// Per upstream name: its queue, which each of its servers holds too.
+    queues: Mutex<HashMap<Arc<str>, Arc<Queue>>>,
 }
 
 /// (upstream name, address): a server's identity across reloads.
@@ -214,10 +242,11 @@ impl Registry {
     /// The live state for (upstream, addr), created on first use. A weight set in the
     /// file replaces one set by the admin API only when the file changed it.
     pub fn server(&self, upstream: &Arc<str>, addr: SocketAddr, file_weight: u32) -> Arc<Server> {
+        let queue = self.queue(upstream);
         let mut servers = self.servers.lock().unwrap_or_else(|e| e.into_inner());
         let server = servers
             .entry((upstream.clone(), addr))
-            .or_insert_with(|| Arc::new(Server::new(upstream.clone(), addr, file_weight)))
+            .or_insert_with(|| Arc::new(Server::new(upstream.clone(), addr, file_weight, queue)))
             .clone();
         if server.file_weight.swap(file_weight, Ordering::Relaxed) != file_weight {
             // The file changed this server: its weight and drain from the admin API end.
@@ -229,9 +258,19 @@ impl Registry {
 
     /// Forgets servers that no snapshot uses any more; their open connections keep
     /// their own `Arc` and run on.
+    /// The queue of `upstream`, created on first use.
+    pub fn queue(&self, upstream: &Arc<str>) -> Arc<Queue> {
+        let mut queues = self.queues.lock().unwrap_or_else(|e| e.into_inner());
+        queues.entry(upstream.clone()).or_default().clone()
+    }
+
+    /// Forgets servers that no snapshot uses any more, and the queues of upstreams
+    /// left without servers; their open connections keep their own `Arc` and run on.
     pub fn retain(&self, keep: impl Fn(&Server) -> bool) {
         let mut servers = self.servers.lock().unwrap_or_else(|e| e.into_inner());
         servers.retain(|_, s| keep(s));
+        let mut queues = self.queues.lock().unwrap_or_else(|e| e.into_inner());
+        queues.retain(|name, _| servers.keys().any(|(upstream, _)| upstream == name));
     }
 }
 
@@ -241,7 +280,12 @@ mod tests {
 
     #[tokio::test]
     async fn ejection_wakes_the_waiters_once() {
-        let server = Server::new(Arc::from("u"), "127.0.0.1:9".parse().unwrap(), 1);
+        let server = Server::new(
+            Arc::from("u"),
+            "127.0.0.1:9".parse().unwrap(),
+            1,
+            Arc::default(),
+        );
         let ejected = server.ejected();
         tokio::pin!(ejected);
         // Not while up, nor when a down server is set down again.
@@ -253,5 +297,44 @@ mod tests {
         tokio::pin!(again);
         server.set_up(false);
         assert!(futures_util::poll!(again.as_mut()).is_pending());
+    }
+
+    #[test]
+    fn try_acquire_stops_at_the_limit_across_threads() {
+        let addr = "127.0.0.1:9".parse().unwrap();
+        let server = Arc::new(Server::new(Arc::from("u"), addr, 1, Arc::default()));
+        let held = Mutex::new(Vec::new());
+        std::thread::scope(|scope| {
+            for _ in 0..8 {
+                scope.spawn(|| {
+                    for _ in 0..1000 {
+                        if let Some(active) = server.try_acquire(5) {
+                            held.lock().unwrap().push(active);
+                        }
+                    }
+                });
+            }
+        });
+        assert_eq!(held.lock().unwrap().len(), 5);
+        assert_eq!(server.active(), 5);
+        held.lock().unwrap().pop();
+        assert_eq!(server.active(), 4);
+        let again = server.try_acquire(5);
+        assert!(again.is_some());
+        assert_eq!(server.active(), 5);
+        assert!(server.try_acquire(5).is_none());
+    }
+
+    #[tokio::test]
+    async fn a_dropped_active_wakes_the_first_waiter_of_its_upstream() {
+        let addr = "127.0.0.1:9".parse().unwrap();
+        let server = Arc::new(Server::new(Arc::from("u"), addr, 1, Arc::default()));
+        let active = server.try_acquire(1).unwrap();
+        assert!(server.try_acquire(1).is_none());
+        let mut ticket = server.queue.join();
+        drop(active);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        assert!(ticket.woken(deadline).await);
+        assert!(server.try_acquire(1).is_some());
     }
 }

@@ -1,4 +1,5 @@
-//! A server's counters, exposed by /metrics: relaxed atomics, never reset.
+//! A server's counters and the latency histogram, exposed by /metrics: relaxed
+//! atomics, never reset.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -13,32 +14,43 @@ pub struct ServerStats {
     pub timeouts: AtomicU64,
     pub check_failures: AtomicU64,
     pub check_count: AtomicU64,
-    /// Sum of check latencies in microseconds, with `check_count` a mean.
-    pub check_micros: AtomicU64,
-    /// Checks by latency: `check_buckets[i]` counts those at most
-    /// `CHECK_BUCKETS[i]`, not counted in a lower bucket; the last, those slower
-    /// than every bound.
-    pub check_buckets: [AtomicU64; CHECK_BUCKETS.len() + 1],
+    pub check_latency: Histogram,
 }
 
-/// Upper bounds, in seconds, of the check latency histogram: from a local connect
-/// (well under a millisecond) to the longest sensible check timeout.
-pub const CHECK_BUCKETS: [f64; 12] = [
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+/// Upper bounds, in seconds, of the latency histograms: from a local connect (well
+/// under a millisecond) to the longest sensible check timeout or queue wait.
+pub const LATENCY_BUCKETS: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
+
+/// Durations by [`LATENCY_BUCKETS`], counted where they happen and read at scrape time.
+#[derive(Default)]
+pub struct Histogram {
+    /// Sum of the durations in microseconds.
+    pub micros: AtomicU64,
+    /// `buckets[i]` counts those at most `LATENCY_BUCKETS[i]`, not counted in a lower
+    /// bucket; the last, those longer than every bound. Their total is the count.
+    pub buckets: [AtomicU64; LATENCY_BUCKETS.len() + 1],
+}
+
+impl Histogram {
+    pub fn record(&self, elapsed: Duration) {
+        let seconds = elapsed.as_secs_f64();
+        let bucket = LATENCY_BUCKETS
+            .iter()
+            .position(|&bound| seconds <= bound)
+            .unwrap_or(LATENCY_BUCKETS.len());
+        self.buckets[bucket].fetch_add(1, Ordering::Relaxed);
+        self.micros
+            .fetch_add(elapsed.as_micros() as u64, Ordering::Relaxed);
+    }
+}
 
 impl ServerStats {
     /// Counts one check that took `elapsed`.
     pub fn record_check(&self, elapsed: Duration) {
-        let seconds = elapsed.as_secs_f64();
-        let bucket = CHECK_BUCKETS
-            .iter()
-            .position(|&bound| seconds <= bound)
-            .unwrap_or(CHECK_BUCKETS.len());
-        self.check_buckets[bucket].fetch_add(1, Ordering::Relaxed);
+        self.check_latency.record(elapsed);
         self.check_count.fetch_add(1, Ordering::Relaxed);
-        self.check_micros
-            .fetch_add(elapsed.as_micros() as u64, Ordering::Relaxed);
     }
 }
 
@@ -53,13 +65,15 @@ mod tests {
             stats.record_check(Duration::from_millis(ms));
         }
         let counts: Vec<u64> = stats
-            .check_buckets
+            .check_latency
+            .buckets
             .iter()
             .map(|b| b.load(Ordering::Relaxed))
             .collect();
         // 0 ms in 0.5 ms, 1 ms in 1 ms, 700 ms and 1 s in 1 s, 60 s above every bound.
-        assert_eq!(counts, [1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 2, 0, 1]);
+        assert_eq!(counts, [1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 1]);
         assert_eq!(stats.check_count.load(Ordering::Relaxed), 5);
-        assert_eq!(stats.check_micros.load(Ordering::Relaxed), 61_701_000);
+        let micros = &stats.check_latency.micros;
+        assert_eq!(micros.load(Ordering::Relaxed), 61_701_000);
     }
 }

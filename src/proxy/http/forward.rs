@@ -71,10 +71,14 @@ impl Connection {
     ) -> Result<Answered, ProxyError> {
         let mut tried = Tried::default();
         let mut last_error = None;
-        while let Some(index) = upstream.pick(&tried) {
+        loop {
+            let (index, active) = match upstream.acquire(&tried).await {
+                Ok(acquired) => acquired,
+                Err(e @ ProxyError::QueueTimeout { .. }) => return Err(e),
+                Err(_) => break,
+            };
             tried.add(index);
             let server = &upstream.servers[index];
-            let active = Active::new(server.clone());
             let (sender, reused) = match self.server_connection(upstream, server).await {
                 Ok(connection) => connection,
                 Err(e) => {
