@@ -12,8 +12,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::balance::Upstream;
-use crate::config::{Config, Mode};
+use crate::config::{Config, Limits, Mode};
 use crate::events::Events;
+use crate::limit::{self, ListenerState, RateKey, RateLimit};
 use crate::metrics::Metrics;
 use crate::route::{Route, Routes};
 use crate::server::Registry;
@@ -22,6 +23,8 @@ use crate::server::Registry;
 pub struct Shared {
     pub snapshot: ArcSwap<Snapshot>,
     pub registry: Registry,
+    /// Connection counts and rate buckets, beside the servers' state and as lasting.
+    pub limits: limit::Registry,
     pub events: Events,
     pub metrics: Metrics,
     /// Cancelled once, on graceful shutdown.
@@ -37,6 +40,7 @@ impl Shared {
         Shared {
             snapshot: ArcSwap::from_pointee(snapshot),
             registry: Registry::default(),
+            limits: limit::Registry::default(),
             events: Events::default(),
             metrics: Metrics::default(),
             shutdown: CancellationToken::new(),
@@ -93,15 +97,26 @@ pub struct ListenerPlan {
     pub local: SocketAddr,
     pub idle_timeout: Duration,
     pub target: Target,
+    pub limits: Limits,
+    /// Live: open connections, connections per client, refusals.
+    pub state: Arc<ListenerState>,
+    /// The listener's rate buckets, when it has a `rate`.
+    pub rate: Option<Arc<RateLimit>>,
 }
 
 pub enum Target {
     Tcp(Arc<Upstream>),
-    Http(Routes<Arc<Upstream>>),
+    Http(Routes<RouteTarget>),
+}
+
+/// Where a route sends its requests, and its own rate buckets when it has a `rate`.
+pub struct RouteTarget {
+    pub upstream: Arc<Upstream>,
+    pub rate: Option<Arc<RateLimit>>,
 }
 
 impl ListenerPlan {
-    pub fn routes(&self) -> Option<&Routes<Arc<Upstream>>> {
+    pub fn routes(&self) -> Option<&Routes<RouteTarget>> {
         match &self.target {
             Target::Http(routes) => Some(routes),
             Target::Tcp(_) => None,
@@ -110,10 +125,11 @@ impl ListenerPlan {
 }
 
 /// Builds the snapshot for `config`, taking each server's live state from the
-/// registry; `bound` gives each listener's local address.
+/// registry and each listener's limit state from `limits`; `bound` gives each
+/// listener's local address.
 pub fn build(
     config: &Config,
-    registry: &Registry,
+    (registry, limits): (&Registry, &limit::Registry),
     generation: u64,
     bound: &HashMap<String, SocketAddr>,
     admin: Option<SocketAddr>,
@@ -153,7 +169,14 @@ pub fn build(
                         .map(|r| Route {
                             host: r.host.as_deref().map(Box::from),
                             path_prefix: r.path_prefix.as_deref().map(Box::from),
-                            target: find(&r.upstream),
+                            target: RouteTarget {
+                                upstream: find(&r.upstream),
+                                rate: r.rate.map(|quota| {
+                                    let route = Some((r.host.clone(), r.path_prefix.clone()));
+                                    let listener = l.name.clone();
+                                    limits.rate(RateKey { listener, route }, quota)
+                                }),
+                            },
                         })
                         .collect(),
                 )),
@@ -162,6 +185,18 @@ pub fn build(
                 local: bound.get(&l.name).copied().unwrap_or(l.bind),
                 idle_timeout: l.idle_timeout,
                 target,
+                limits: l.limits.clone(),
+                state: limits.listener(&l.name, l.limits.max_connections),
+                rate: l.limits.rate.map(|quota| {
+                    let listener = l.name.clone();
+                    limits.rate(
+                        RateKey {
+                            listener,
+                            route: None,
+                        },
+                        quota,
+                    )
+                }),
             };
             (l.name.clone(), Arc::new(plan))
         })

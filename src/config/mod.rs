@@ -9,13 +9,16 @@
 mod collect;
 mod duration;
 mod health;
+mod limits;
 mod raw;
+mod size;
 mod types;
 mod validate;
 
 use std::path::Path;
 
 pub use duration::parse_duration;
+pub use size::parse_size;
 pub use types::*;
 
 impl Config {

@@ -9,6 +9,7 @@ use toml::de::{DeTable, DeValue};
 
 use super::collect::{Errors, Value, finish};
 use super::health::validate_health;
+use super::limits::{nested, validate_limits, validate_rate};
 use super::raw::*;
 use super::types::*;
 
@@ -150,8 +151,16 @@ fn validate_listener(
         .find(|(k, _)| k.get_ref() == "routes")
         .map(|(_, v)| v);
     let raw: Option<RawListener> = errors.leaf(value);
-    // Routes are checked even when the rest of the table is not, to report everything.
+    // Routes and limits are checked even when the rest of the table is not, to report
+    // everything.
     let routes = routes_value.and_then(|r| validate_routes(errors, name, r, known));
+    let tcp = matches!(nested(value, "mode").map(|v| v.get_ref()), Some(DeValue::String(m)) if m == "tcp");
+    let limits = match nested(value, "limits") {
+        None => Some(Limits::default()),
+        Some(v) => errors
+            .table(v, &format!("listener `{name}`: `limits`"))
+            .and_then(|_| validate_limits(errors, name, v, !tcp)),
+    };
     let raw = raw?;
     let bind = errors.addr(&raw.bind);
     // Port 0 asks the kernel for a free port each time, so it never clashes.
@@ -206,6 +215,7 @@ fn validate_listener(
         bind: bind?,
         mode: mode?,
         idle_timeout,
+        limits: limits?,
     })
 }
 
@@ -243,6 +253,8 @@ fn validate_routes(
             continue;
         };
         ok &= check_reference(errors, &raw.upstream, known);
+        let rate = nested(item, "rate").map(|v| validate_rate(errors, v));
+        ok &= rate.is_none_or(|r| r.is_some());
         if let Some(p) = &raw.path_prefix
             && !p.get_ref().starts_with('/')
         {
@@ -259,6 +271,7 @@ fn validate_routes(
             host: raw.host.map(|h| crate::route::normalize_host(h.get_ref())),
             path_prefix: raw.path_prefix.map(Spanned::into_inner),
             upstream: raw.upstream.into_inner(),
+            rate: rate.flatten(),
         });
     }
     ok.then_some(routes)

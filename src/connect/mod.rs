@@ -16,7 +16,7 @@ use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-pub use body::{ClientBody, RequestBody};
+pub use body::{BodyTooLarge, ClientBody, RequestBody};
 
 use crate::error::ProxyError;
 

@@ -10,6 +10,7 @@ use tokio::net::TcpStream;
 
 use crate::balance::{Tried, Upstream};
 use crate::connect::connect;
+use crate::limit::Admitted;
 use crate::server::Active;
 use crate::snapshot::Shared;
 
@@ -20,7 +21,7 @@ pub async fn session(
     listener: Arc<str>,
     upstream: Arc<Upstream>,
     client: TcpStream,
-    client_addr: SocketAddr,
+    (client_addr, _admitted): (SocketAddr, Admitted),
     idle: Duration,
 ) {
     let start = Instant::now();
