@@ -223,7 +223,7 @@ fn register_limits(registry: &mut Registry, limits: &limit::Registry) {
     );
     registry.register(
         "listener_connections",
-        "Open client connections, by listener",
+        "Open client connections by listener, with the slot its accept loop holds for the next",
         open,
     );
 }

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::balance::Upstream;
-use crate::config::{Config, Limits, Mode};
+use crate::config::{Config, Limits, ListenerConfig, Mode};
 use crate::events::Events;
 use crate::limit::{self, ListenerState, RateKey, RateLimit};
 use crate::metrics::Metrics;
@@ -150,7 +150,7 @@ pub fn build(
             Arc::new(upstream)
         })
         .collect();
-    let find = |name: &str| {
+    let find = &|name: &str| {
         upstreams
             .iter()
             .find(|u| &*u.name == name)
@@ -161,44 +161,8 @@ pub fn build(
         .listeners
         .iter()
         .map(|l| {
-            let target = match &l.mode {
-                Mode::Tcp { upstream } => Target::Tcp(find(upstream)),
-                Mode::Http { routes } => Target::Http(Routes(
-                    routes
-                        .iter()
-                        .map(|r| Route {
-                            host: r.host.as_deref().map(Box::from),
-                            path_prefix: r.path_prefix.as_deref().map(Box::from),
-                            target: RouteTarget {
-                                upstream: find(&r.upstream),
-                                rate: r.rate.map(|quota| {
-                                    let route = Some((r.host.clone(), r.path_prefix.clone()));
-                                    let listener = l.name.clone();
-                                    limits.rate(RateKey { listener, route }, quota)
-                                }),
-                            },
-                        })
-                        .collect(),
-                )),
-            };
-            let plan = ListenerPlan {
-                local: bound.get(&l.name).copied().unwrap_or(l.bind),
-                idle_timeout: l.idle_timeout,
-                target,
-                limits: l.limits.clone(),
-                state: limits.listener(&l.name, l.limits.max_connections),
-                rate: l.limits.rate.map(|quota| {
-                    let listener = l.name.clone();
-                    limits.rate(
-                        RateKey {
-                            listener,
-                            route: None,
-                        },
-                        quota,
-                    )
-                }),
-            };
-            (l.name.clone(), Arc::new(plan))
+            let local = bound.get(&l.name).copied().unwrap_or(l.bind);
+            (l.name.clone(), Arc::new(plan(l, local, find, limits)))
         })
         .collect();
     Snapshot {
@@ -207,5 +171,51 @@ pub fn build(
         upstreams,
         listeners,
         admin,
+    }
+}
+
+/// One listener's plan: its target, its limits and their live state.
+fn plan(
+    l: &ListenerConfig,
+    local: SocketAddr,
+    find: &dyn Fn(&str) -> Arc<Upstream>,
+    limits: &limit::Registry,
+) -> ListenerPlan {
+    let target = match &l.mode {
+        Mode::Tcp { upstream } => Target::Tcp(find(upstream)),
+        Mode::Http { routes } => Target::Http(Routes(
+            routes
+                .iter()
+                .map(|r| Route {
+                    host: r.host.as_deref().map(Box::from),
+                    path_prefix: r.path_prefix.as_deref().map(Box::from),
+                    target: RouteTarget {
+                        upstream: find(&r.upstream),
+                        rate: r.rate.map(|quota| {
+                            let route = Some((r.host.clone(), r.path_prefix.clone()));
+                            let listener = l.name.clone();
+                            limits.rate(RateKey { listener, route }, quota)
+                        }),
+                    },
+                })
+                .collect(),
+        )),
+    };
+    ListenerPlan {
+        local,
+        idle_timeout: l.idle_timeout,
+        target,
+        limits: l.limits.clone(),
+        state: limits.listener(&l.name, l.limits.max_connections),
+        rate: l.limits.rate.map(|quota| {
+            let listener = l.name.clone();
+            limits.rate(
+                RateKey {
+                    listener,
+                    route: None,
+                },
+                quota,
+            )
+        }),
     }
 }

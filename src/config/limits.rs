@@ -4,7 +4,7 @@
 use toml::Spanned;
 use toml::de::DeValue;
 
-use super::collect::{Errors, Value};
+use super::collect::{Errors, Span, Value};
 use super::raw::{RawLimits, RawRate};
 use super::types::*;
 
@@ -62,36 +62,46 @@ pub(super) fn validate_limits(
         errors.at(span, "`max_header_size` must be at most 1MiB");
     }
     if !http {
-        let http_only = [
-            (
-                "header_timeout",
-                raw.header_timeout.as_ref().map(Spanned::span),
-            ),
-            (
-                "keepalive_timeout",
-                raw.keepalive_timeout.as_ref().map(Spanned::span),
-            ),
-            (
-                "max_header_size",
-                raw.max_header_size.as_ref().map(Spanned::span),
-            ),
-            (
-                "max_body_size",
-                raw.max_body_size.as_ref().map(Spanned::span),
-            ),
-            ("rate", rate.as_ref().map(|(span, _)| span.clone())),
-        ];
-        for (key, span) in http_only {
-            if let Some(span) = span {
-                errors.at(
-                    span,
-                    format!("listener `{name}`: `{key}` is only for http listeners"),
-                );
-            }
-        }
+        http_only(
+            errors,
+            name,
+            &raw,
+            rate.as_ref().map(|(span, _)| span.clone()),
+        );
     }
     let rate_ok = rate.as_ref().is_none_or(|(_, r)| r.is_some());
     (complete && rate_ok).then_some(limits)
+}
+
+/// The head, body and rate keys, given to tcp listener `name`: each an error.
+fn http_only(errors: &mut Errors<'_>, name: &str, raw: &RawLimits, rate: Option<Span>) {
+    let keys = [
+        (
+            "header_timeout",
+            raw.header_timeout.as_ref().map(Spanned::span),
+        ),
+        (
+            "keepalive_timeout",
+            raw.keepalive_timeout.as_ref().map(Spanned::span),
+        ),
+        (
+            "max_header_size",
+            raw.max_header_size.as_ref().map(Spanned::span),
+        ),
+        (
+            "max_body_size",
+            raw.max_body_size.as_ref().map(Spanned::span),
+        ),
+        ("rate", rate),
+    ];
+    for (key, span) in keys {
+        if let Some(span) = span {
+            errors.at(
+                span,
+                format!("listener `{name}`: `{key}` is only for http listeners"),
+            );
+        }
+    }
 }
 
 /// `rate = { requests = N, per = "1s", burst = M }`: `per` defaults to one second,
@@ -105,19 +115,12 @@ pub(super) fn validate_rate(errors: &mut Errors<'_>, value: &Value<'_>) -> Optio
         return None;
     }
     let (raw, complete) = errors.partial::<RawRate>(value)?;
+    let before = errors.list.len();
     let requests = errors.count("requests", &Some(raw.requests.clone()), 1, 1_000_000_000);
-    let per = errors.positive_duration("per", &raw.per, std::time::Duration::ZERO);
+    let per = errors.positive_duration("per", &raw.per, std::time::Duration::from_secs(1));
     let burst = match &raw.burst {
         None => requests,
         Some(_) => errors.count("burst", &raw.burst, 1, 1_000_000_000),
-    };
-    if raw.per.is_some() && per.is_zero() {
-        return None;
-    }
-    let per = if raw.per.is_none() {
-        std::time::Duration::from_secs(1)
-    } else {
-        per
     };
     let requests = requests? as u32;
     if per.as_nanos() < u128::from(requests) {
@@ -125,7 +128,8 @@ pub(super) fn validate_rate(errors: &mut Errors<'_>, value: &Value<'_>) -> Optio
         errors.at(span, "`rate`: at most one request per nanosecond");
         return None;
     }
-    complete.then_some(Rate {
+    // A bad `per` was reported and replaced by its default: the rate is still bad.
+    (complete && errors.list.len() == before).then_some(Rate {
         requests,
         per,
         burst: burst? as u32,

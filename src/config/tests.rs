@@ -489,8 +489,8 @@ rate = {{ requests = 0, per = \"1x\", burst = 0 }}
             "`max_connections_per_client` must be between 1 and",
         ),
         ("lb.toml:16:21: ", "`requests` must be between 1 and"),
-        ("lb.toml:16:32: ", "bad duration `1x`"),
-        ("lb.toml:16:46: ", "`burst` must be between 1 and"),
+        ("lb.toml:16:30: ", "bad duration `1x`"),
+        ("lb.toml:16:44: ", "`burst` must be between 1 and"),
     ];
     assert_eq!(found.len(), expected.len(), "{found:#?}");
     for (line, (at, needle)) in found.iter().zip(expected) {
@@ -510,7 +510,7 @@ fn a_bad_route_rate_and_an_unknown_limit_key_are_reported() {
     let found = errors(&text);
     assert_eq!(found.len(), 2, "{found:#?}");
     assert!(
-        found[0].starts_with("lb.toml:4:52: ") && found[0].contains("unknown field `burts`"),
+        found[0].starts_with("lb.toml:4:54: ") && found[0].contains("unknown field `burts`"),
         "{}",
         found[0]
     );

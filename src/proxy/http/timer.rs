@@ -241,7 +241,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin, P: AsRef<Phase>> AsyncRead for Timed<S, 
     }
 }
 
-impl<S: AsyncWrite + Unpin, P> AsyncWrite for Timed<S, P> {
+impl<S: AsyncWrite + Unpin, P: AsRef<Phase>> AsyncWrite for Timed<S, P> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -268,6 +268,14 @@ impl<S: AsyncWrite + Unpin, P> AsyncWrite for Timed<S, P> {
         let flushed = ready!(Pin::new(&mut self.inner).poll_flush(cx));
         if flushed.is_ok() {
             self.dirty = false;
+        }
+        // A response just ended: hyper's read may be parked since the request (its
+        // EOF watch), so the keep-alive timer is armed here, on the same task, or
+        // nothing would wake the connection when it runs out.
+        let phase = self.phase().load();
+        if phase == IDLE && self.armed != IDLE {
+            self.rearm(IDLE);
+            let _ = self.sleep.as_mut().poll(cx);
         }
         Poll::Ready(flushed)
     }
