@@ -71,6 +71,26 @@ async fn one_response(stream: &mut TcpStream, body_len: usize) -> String {
     }
 }
 
+/// Sends `request` on a fresh connection and asserts the status of what comes back.
+async fn answered(addr: SocketAddr, request: &str, status: u16) -> String {
+    let answer = raw_http(addr, request).await;
+    let line = format!("HTTP/1.1 {status} ");
+    assert!(answer.starts_with(&line), "not {status}: {answer}");
+    answer
+}
+
+/// Asserts that `GET path` is refused with 429 and returns its `Retry-After`.
+async fn retry_after(addr: SocketAddr, path: &str) -> u64 {
+    let response = client()
+        .get(format!("http://{addr}{path}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 429);
+    let header = response.headers()["retry-after"].to_str().unwrap();
+    header.parse().unwrap()
+}
+
 const GET: &str = "GET / HTTP/1.1\r\nHost: x\r\n\r\n";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -139,21 +159,17 @@ async fn an_oversized_head_gets_431_and_an_oversized_request_line_414() {
     let rlb = start(&config(app.addr, "max_header_size = \"1KiB\"", ""));
     let addr = rlb.listener_addr("web").unwrap();
     let big = "a".repeat(2000);
-    let head = raw_http(
+    let head = format!("GET / HTTP/1.1\r\nHost: x\r\nX-Big: {big}\r\n\r\n");
+    answered(addr, &head, 431).await;
+    answered(
         addr,
-        &format!("GET / HTTP/1.1\r\nHost: x\r\nX-Big: {big}\r\n\r\n"),
+        &format!("GET /{big} HTTP/1.1\r\nHost: x\r\n\r\n"),
+        414,
     )
     .await;
-    assert!(head.starts_with("HTTP/1.1 431 "), "{head}");
-    let uri = raw_http(addr, &format!("GET /{big} HTTP/1.1\r\nHost: x\r\n\r\n")).await;
-    assert!(uri.starts_with("HTTP/1.1 414 "), "{uri}");
     // Under the limit all is as before.
-    let fine = raw_http(
-        addr,
-        "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-    )
-    .await;
-    assert!(fine.starts_with("HTTP/1.1 200 "), "{fine}");
+    let close = "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    answered(addr, close, 200).await;
     assert_eq!(app.hits(), 1);
 }
 
@@ -163,30 +179,15 @@ async fn an_oversized_body_gets_413_with_and_without_content_length() {
     let rlb = start(&config(app.addr, "max_body_size = \"1KiB\"", ""));
     let addr = rlb.listener_addr("web").unwrap();
     let body = "b".repeat(2048);
-    let announced = raw_http(
-        addr,
-        &format!("POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 2048\r\n\r\n{body}"),
-    )
-    .await;
-    assert!(announced.starts_with("HTTP/1.1 413 "), "{announced}");
+    let announced = "POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 2048\r\n\r\n";
+    answered(addr, &format!("{announced}{body}"), 413).await;
     assert_eq!(app.hits(), 0, "no server is picked for an announced body");
-    let chunk = "a".repeat(600);
-    let chunked = raw_http(
-        addr,
-        &format!(
-            "POST /upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n\
-             258\r\n{chunk}\r\n258\r\n{chunk}\r\n258\r\n{chunk}\r\n0\r\n\r\n"
-        ),
-    )
-    .await;
-    assert!(chunked.starts_with("HTTP/1.1 413 "), "{chunked}");
-    let small = raw_http(
-        addr,
-        &format!(
-            "POST /upload HTTP/1.1\r\nHost: x\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n258\r\n{chunk}\r\n0\r\n\r\n"
-        ),
-    )
-    .await;
+    let chunk = format!("258\r\n{}\r\n", "a".repeat(600));
+    let chunked = "POST /upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n";
+    let over = format!("{chunked}\r\n{chunk}{chunk}{chunk}0\r\n\r\n");
+    answered(addr, &over, 413).await;
+    let under = format!("{chunked}Connection: close\r\n\r\n{chunk}0\r\n\r\n");
+    let small = answered(addr, &under, 200).await;
     assert!(small.ends_with("600 bytes"), "{small}");
 }
 
@@ -199,34 +200,14 @@ async fn the_rate_limit_answers_429_with_retry_after_and_recovers() {
     let addr = rlb.listener_addr("web").unwrap();
     assert_eq!(get(addr, "/").await.0, 200);
     assert_eq!(get(addr, "/").await.0, 200);
-    let refused = client()
-        .get(format!("http://{addr}/"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(refused.status(), 429);
-    let retry_after = refused.headers()["retry-after"]
-        .to_str()
-        .unwrap()
-        .to_string();
-    assert_eq!(retry_after, "1");
+    assert_eq!(retry_after(addr, "/").await, 1);
     eventually("the bucket refills", Duration::from_secs(5), || async {
         get(addr, "/").await.0 == 200
     })
     .await;
     // The route's own rate applies instead of the listener's.
     assert_eq!(get(addr, "/strict").await.0, 200);
-    let strict = client()
-        .get(format!("http://{addr}/strict"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(strict.status(), 429);
-    let wait: u64 = strict.headers()["retry-after"]
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let wait = retry_after(addr, "/strict").await;
     assert!((55..=60).contains(&wait), "{wait}");
 }
 

@@ -396,6 +396,20 @@ fn a_duration_written_as_a_number_says_how_to_write_it() {
     );
 }
 
+/// Asserts that exactly `expected` errors were reported, each starting with its
+/// `lb.toml:LINE:COL: ` and containing its text.
+fn assert_errors(text: &str, expected: &[(&str, &str)]) {
+    let found = errors(text);
+    assert_eq!(found.len(), expected.len(), "{found:#?}");
+    for (line, (at, needle)) in found.iter().zip(expected) {
+        let at = format!("lb.toml:{at}: ");
+        assert!(
+            line.starts_with(&at) && line.contains(needle),
+            "{line} is not {at}{needle}"
+        );
+    }
+}
+
 const HTTP_OK: &str = r#"
 [listeners.web]
 bind = "127.0.0.1:8080"
@@ -477,28 +491,23 @@ max_connections_per_client = -1
 rate = {{ requests = 0, per = \"1x\", burst = 0 }}
 "
     );
-    let found = errors(&text);
-    let expected = [
-        ("lb.toml:10:19: ", "`max_connections` must be between 1 and"),
-        ("lb.toml:11:18: ", "bad duration `10`"),
-        ("lb.toml:12:21: ", "`keepalive_timeout` must be more than 0"),
-        ("lb.toml:13:19: ", "bad size `16kb`"),
-        ("lb.toml:14:17: ", "bad size `1.5MiB`"),
-        (
-            "lb.toml:15:30: ",
-            "`max_connections_per_client` must be between 1 and",
-        ),
-        ("lb.toml:16:21: ", "`requests` must be between 1 and"),
-        ("lb.toml:16:30: ", "bad duration `1x`"),
-        ("lb.toml:16:44: ", "`burst` must be between 1 and"),
-    ];
-    assert_eq!(found.len(), expected.len(), "{found:#?}");
-    for (line, (at, needle)) in found.iter().zip(expected) {
-        assert!(
-            line.starts_with(at) && line.contains(needle),
-            "{line} is not {at}{needle}"
-        );
-    }
+    assert_errors(
+        &text,
+        &[
+            ("10:19", "`max_connections` must be between 1 and"),
+            ("11:18", "bad duration `10`"),
+            ("12:21", "`keepalive_timeout` must be more than 0"),
+            ("13:19", "bad size `16kb`"),
+            ("14:17", "bad size `1.5MiB`"),
+            (
+                "15:30",
+                "`max_connections_per_client` must be between 1 and",
+            ),
+            ("16:21", "`requests` must be between 1 and"),
+            ("16:30", "bad duration `1x`"),
+            ("16:44", "`burst` must be between 1 and"),
+        ],
+    );
 }
 
 #[test]
@@ -507,18 +516,12 @@ fn a_bad_route_rate_and_an_unknown_limit_key_are_reported() {
         "routes = [{ upstream = \"app\" }]",
         "routes = [{ upstream = \"app\", rate = { requests = 5, burts = 9 } }]\n\n[listeners.web.limits]\nmax_conections = 5",
     );
-    let found = errors(&text);
-    assert_eq!(found.len(), 2, "{found:#?}");
-    assert!(
-        found[0].starts_with("lb.toml:4:54: ") && found[0].contains("unknown field `burts`"),
-        "{}",
-        found[0]
-    );
-    assert!(
-        found[1].starts_with("lb.toml:7:1: ")
-            && found[1].contains("did you mean `max_connections`?"),
-        "{}",
-        found[1]
+    assert_errors(
+        &text,
+        &[
+            ("4:54", "unknown field `burts`"),
+            ("7:1", "did you mean `max_connections`?"),
+        ],
     );
 }
 
@@ -537,18 +540,11 @@ fn http_limits_on_a_tcp_listener_are_reported() {
     let text = format!(
         "{TCP_OK}\n[listeners.db.limits]\nmax_connections_per_client = 10\nmax_body_size = \"1MiB\"\nrate = {{ requests = 1 }}\n"
     );
-    let found = errors(&text);
-    assert_eq!(found.len(), 2, "{found:#?}");
-    assert!(
-        found[0].starts_with("lb.toml:12:17: ")
-            && found[0].contains("`max_body_size` is only for http listeners"),
-        "{}",
-        found[0]
-    );
-    assert!(
-        found[1].starts_with("lb.toml:13:8: ")
-            && found[1].contains("`rate` is only for http listeners"),
-        "{}",
-        found[1]
+    assert_errors(
+        &text,
+        &[
+            ("12:17", "`max_body_size` is only for http listeners"),
+            ("13:8", "`rate` is only for http listeners"),
+        ],
     );
 }
