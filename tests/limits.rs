@@ -325,3 +325,21 @@ async fn rate_buckets_survive_a_reload_until_the_quota_changes() {
     rlb.reload().await.expect("reload");
     assert_eq!(get(addr, "/").await.0, 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_holds_its_clients_place_for_its_whole_life() {
+    let app = TestServer::start("app").await;
+    let rlb = start(&config(app.addr, "max_connections_per_client = 1", ""));
+    let addr = rlb.listener_addr("web").unwrap();
+    let mut ws = websocket(addr).await;
+    assert_eq!(ws_roundtrip(&mut ws, "whoami").await, "app");
+    // The upgraded connection still counts: a second one from 127.0.0.1 is refused.
+    assert_eq!(get(addr, "/").await.0, 429);
+    drop(ws);
+    eventually(
+        "the tunnel's place is given back",
+        Duration::from_secs(5),
+        || async { get(addr, "/").await.0 == 200 },
+    )
+    .await;
+}

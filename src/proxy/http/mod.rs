@@ -50,6 +50,9 @@ struct Connection {
     phase: Phase,
     /// The client is over `max_connections_per_client`: every request gets 429.
     over_client_cap: bool,
+    /// Its slots in the listener's limits, held as long as the connection: the
+    /// socket wrapper holds the connection, so a tunnel made of it holds them too.
+    _admitted: Admitted,
 }
 
 impl AsRef<Phase> for Connection {
@@ -78,6 +81,7 @@ pub async fn serve(
         over_client_cap: admitted.over_client_cap(),
         fallback: plan,
         phase: Phase::default(),
+        _admitted: admitted,
     });
     let timers = (limits.header_timeout, limits.keepalive_timeout);
     let io = Timed::new(stream, connection.clone(), timers, limits.max_header_size);
@@ -123,7 +127,6 @@ pub async fn serve(
     } else if let Err(e) = result {
         tracing::debug!(error = %e, "client connection ended");
     }
-    drop(admitted);
 }
 
 impl Connection {
