@@ -343,3 +343,43 @@ async fn a_websocket_holds_its_clients_place_for_its_whole_life() {
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_are_counted_by_reason_in_rlb_limited_total() {
+    let app = TestServer::start("app").await;
+    let limits = "max_header_size = \"1KiB\"\nrate = { requests = 1, per = \"1m\" }";
+    let admin = "[admin]\nbind = \"127.0.0.1:0\"\n";
+    let rlb = start(&format!("{}{admin}", config(app.addr, limits, "")));
+    let addr = rlb.listener_addr("web").unwrap();
+    let big = "a".repeat(2000);
+    answered(
+        addr,
+        &format!("GET / HTTP/1.1\r\nHost: x\r\nX-Big: {big}\r\n\r\n"),
+        431,
+    )
+    .await;
+    assert_eq!(get(addr, "/").await.0, 200);
+    assert_eq!(get(addr, "/").await.0, 429);
+    let admin = rlb.admin_addr().unwrap();
+    let metrics = "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    eventually(
+        "the refusals are counted",
+        Duration::from_secs(5),
+        || async {
+            let text = answered(admin, metrics, 200).await;
+            [
+                "rate\"} 1",
+                "header_size\"} 1",
+                "body_size\"} 0",
+                "max_connections\"} 0",
+            ]
+            .iter()
+            .all(|end| {
+                text.contains(&format!(
+                    "rlb_limited_total{{listener=\"web\",reason=\"{end}"
+                ))
+            })
+        },
+    )
+    .await;
+}
