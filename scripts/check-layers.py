@@ -24,6 +24,7 @@ LAYERS = [
     "error",     # what can fail on the data path, and its retry rule
     "connect",   # connections to servers: connect, the idle pool, request bodies
     "server",    # live server state, Active, counters, rise/fall
+    "limit",     # live limit state: open connections, per-client counts, rate buckets
     "balance",   # picking a server
     "metrics",   # counters and the Prometheus exposition
     "snapshot",  # Shared, Snapshot, listener plans, build

@@ -8,12 +8,51 @@ use std::time::Duration;
 
 use http::StatusCode;
 
-/// Who is to blame, for logs and metrics: the server side, or rlb (no route, no
-/// server).
+/// Who is to blame, for logs and metrics: the client side (it went over a limit), the
+/// server side, or rlb (no route, no server).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Side {
+    Client,
     Server,
     Proxy,
+}
+
+/// Why a client was refused: the `reason` label of `rlb_limited_total`. Every refusal
+/// but `MaxConnections` (the accept loop pausing, which refuses nobody an answer) is a
+/// [`ProxyError`] of [`Side::Client`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    MaxConnections,
+    ClientConnections,
+    Rate,
+    HeaderTimeout,
+    HeaderSize,
+    UriSize,
+    BodySize,
+}
+
+impl Refusal {
+    pub const ALL: [Refusal; 7] = [
+        Refusal::MaxConnections,
+        Refusal::ClientConnections,
+        Refusal::Rate,
+        Refusal::HeaderTimeout,
+        Refusal::HeaderSize,
+        Refusal::UriSize,
+        Refusal::BodySize,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Refusal::MaxConnections => "max_connections",
+            Refusal::ClientConnections => "client_connections",
+            Refusal::Rate => "rate",
+            Refusal::HeaderTimeout => "header_timeout",
+            Refusal::HeaderSize => "header_size",
+            Refusal::UriSize => "uri_size",
+            Refusal::BodySize => "body_size",
+        }
+    }
 }
 
 /// Whether a request that failed on one server may go to the next.
@@ -54,6 +93,18 @@ pub enum ProxyError {
         upstream: Arc<str>,
         timeout: Duration,
     },
+    #[error("the client is over its request rate; retry after {retry_after:?}")]
+    RateLimited { retry_after: Duration },
+    #[error("the client has too many connections open")]
+    ClientConnections,
+    #[error("the request body is over {limit} bytes")]
+    BodyTooLarge { limit: u64 },
+    #[error("the request head was not complete within {timeout:?}")]
+    HeaderTimeout { timeout: Duration },
+    #[error("the request head is over {limit} bytes")]
+    HeaderTooLarge { limit: usize },
+    #[error("the request line is over {limit} bytes")]
+    UriTooLong { limit: usize },
 }
 
 impl ProxyError {
@@ -67,6 +118,39 @@ impl ProxyError {
             | ProxyError::Server { .. }
             | ProxyError::ResponseTimeout { .. }
             | ProxyError::Ejected { .. } => Side::Server,
+            // Every refusal.
+            _ => Side::Client,
+        }
+    }
+
+    /// The limit a client went over, for a refusal.
+    pub fn refusal(&self) -> Option<Refusal> {
+        Some(match self {
+            ProxyError::RateLimited { .. } => Refusal::Rate,
+            ProxyError::ClientConnections => Refusal::ClientConnections,
+            ProxyError::BodyTooLarge { .. } => Refusal::BodySize,
+            ProxyError::HeaderTimeout { .. } => Refusal::HeaderTimeout,
+            ProxyError::HeaderTooLarge { .. } => Refusal::HeaderSize,
+            ProxyError::UriTooLong { .. } => Refusal::UriSize,
+            _ => return None,
+        })
+    }
+
+    /// The client connection closes after rlb's answer: its request (or the rest of
+    /// it) was not read, or the client has used up its share.
+    pub fn closes(&self) -> bool {
+        !matches!(self.refusal(), None | Some(Refusal::Rate))
+    }
+
+    /// `Retry-After` for a refusal that says when to come back, in whole seconds
+    /// (rounded up, at least 1).
+    pub fn retry_after(&self) -> Option<u64> {
+        match self {
+            ProxyError::RateLimited { retry_after } => {
+                Some(retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0))
+                    .map(|s| s.max(1))
+            }
+            _ => None,
         }
     }
 
@@ -76,10 +160,7 @@ impl ProxyError {
         match self {
             ProxyError::Connect { .. } | ProxyError::ConnectTimeout { .. } => Retry::Anywhere,
             ProxyError::Server { .. } | ProxyError::Ejected { .. } => Retry::IfIdempotent,
-            ProxyError::NoRoute
-            | ProxyError::NoServer(_)
-            | ProxyError::ResponseTimeout { .. }
-            | ProxyError::QueueTimeout { .. } => Retry::Never,
+            _ => Retry::Never,
         }
     }
 
@@ -104,8 +185,12 @@ impl ProxyError {
         "queue_timeout",
     ];
 
-    /// A short name for logs and the `kind` label of the error metrics.
+    /// A short name for logs and the `kind` label of the error metrics (for a
+    /// refusal, its reason).
     pub fn kind(&self) -> &'static str {
+        if let Some(refusal) = self.refusal() {
+            return refusal.name();
+        }
         match self {
             ProxyError::NoRoute => "no_route",
             ProxyError::NoServer(_) => "no_server",
@@ -115,6 +200,7 @@ impl ProxyError {
             ProxyError::ResponseTimeout { .. } => "timeout",
             ProxyError::Ejected { .. } => "ejected",
             ProxyError::QueueTimeout { .. } => "queue_timeout",
+            _ => "refused",
         }
     }
 
@@ -144,6 +230,30 @@ impl ProxyError {
             ProxyError::ResponseTimeout { .. } => (
                 StatusCode::GATEWAY_TIMEOUT,
                 "504 gateway timeout: the server did not answer in time\n",
+            ),
+            ProxyError::RateLimited { .. } => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "429 too many requests: over this client's request rate\n",
+            ),
+            ProxyError::ClientConnections => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "429 too many requests: too many connections from this client\n",
+            ),
+            ProxyError::BodyTooLarge { .. } => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "413 content too large: the request body is over the limit\n",
+            ),
+            ProxyError::HeaderTimeout { .. } => (
+                StatusCode::REQUEST_TIMEOUT,
+                "408 request timeout: the request head did not arrive in time\n",
+            ),
+            ProxyError::HeaderTooLarge { .. } => (
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "431 request header fields too large\n",
+            ),
+            ProxyError::UriTooLong { .. } => (
+                StatusCode::URI_TOO_LONG,
+                "414 uri too long: the request line is over the limit\n",
             ),
         }
     }

@@ -15,6 +15,7 @@ pub mod control;
 pub(crate) mod error;
 pub(crate) mod events;
 pub mod health;
+pub(crate) mod limit;
 pub(crate) mod listener;
 pub(crate) mod metrics;
 pub(crate) mod proxy;

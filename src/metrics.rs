@@ -14,6 +14,7 @@ use prometheus_client::registry::Registry;
 
 use crate::balance::Upstream;
 use crate::error::ProxyError;
+use crate::limit;
 use crate::server::{Histogram, LATENCY_BUCKETS, ServerStats};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -29,6 +30,17 @@ struct ResultLabel {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct UpstreamLabel {
     upstream: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LimitedLabels {
+    listener: String,
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ListenerLabel {
+    listener: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -141,8 +153,9 @@ impl Metrics {
             .inc();
     }
 
-    /// The text exposition of every metric, with the servers of `upstreams`.
-    pub fn encode(&self, upstreams: &[Arc<Upstream>]) -> String {
+    /// The text exposition of every metric, with the servers of `upstreams` and the
+    /// listeners' limit state.
+    pub fn encode(&self, upstreams: &[Arc<Upstream>], limits: &limit::Registry) -> String {
         let mut registry = Registry::with_prefix("rlb");
         registry.register(
             "errors",
@@ -156,6 +169,7 @@ impl Metrics {
         );
         register_servers(&mut registry, upstreams);
         register_queues(&mut registry, upstreams);
+        register_limits(&mut registry, limits);
         let mut out = String::new();
         let _ = encode(&mut out, &registry);
         out
@@ -191,6 +205,34 @@ const SERVER_COUNTERS: [ServerCounter; 6] = [
         &s.check_failures
     }),
 ];
+
+/// Per listener: refusals by reason (every reason there from the start, at 0) and open
+/// client connections, read from the live limit state now.
+fn register_limits(registry: &mut Registry, limits: &limit::Registry) {
+    let limited = Family::<LimitedLabels, Counter>::default();
+    let open = Family::<ListenerLabel, Gauge>::default();
+    for (listener, state) in limits.listeners() {
+        for (reason, count) in state.refusals() {
+            let labels = LimitedLabels {
+                listener: listener.clone(),
+                reason: reason.name().to_string(),
+            };
+            limited.get_or_create(&labels).inc_by(count);
+        }
+        let labels = ListenerLabel { listener };
+        open.get_or_create(&labels).set(state.open.count() as i64);
+    }
+    registry.register(
+        "limited",
+        "Clients refused for going over a limit, by listener and reason",
+        limited,
+    );
+    registry.register(
+        "listener_connections",
+        "Open client connections by listener, with the slot its accept loop holds for the next",
+        open,
+    );
+}
 
 /// Every server's gauges and counters, read from its live state now.
 fn register_servers(registry: &mut Registry, upstreams: &[Arc<Upstream>]) {
@@ -274,7 +316,9 @@ mod tests {
 
     #[test]
     fn every_error_kind_and_reload_result_is_exposed_from_the_start() {
-        let text = Metrics::default().encode(&[]);
+        let limits = limit::Registry::default();
+        limits.listener("web", None);
+        let text = Metrics::default().encode(&[], &limits);
         assert!(text.contains("# HELP rlb_errors Requests and sessions that failed, by kind"));
         for kind in ProxyError::KINDS {
             let line = format!("rlb_errors_total{{kind=\"{kind}\"}} 0\n");
@@ -282,6 +326,11 @@ mod tests {
         }
         for result in RELOAD_RESULTS {
             let line = format!("rlb_reloads_total{{result=\"{result}\"}} 0\n");
+            assert!(text.contains(&line), "no {line} in:\n{text}");
+        }
+        for reason in crate::error::Refusal::ALL {
+            let name = reason.name();
+            let line = format!("rlb_limited_total{{listener=\"web\",reason=\"{name}\"}} 0\n");
             assert!(text.contains(&line), "no {line} in:\n{text}");
         }
     }

@@ -12,8 +12,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::balance::Upstream;
-use crate::config::{Config, Mode, ProxyProtocol};
+use crate::config::{Config, Limits, ListenerConfig, Mode, ProxyProtocol};
 use crate::events::Events;
+use crate::limit::{self, ListenerState, RateKey, RateLimit};
 use crate::metrics::Metrics;
 use crate::route::{Route, Routes};
 use crate::server::Registry;
@@ -25,6 +26,8 @@ pub struct Shared {
     pub registry: Registry,
     /// TLS session resumption, per client-auth policy.
     pub sessions: Sessions,
+    /// Connection counts and rate buckets, beside the servers' state and as lasting.
+    pub limits: limit::Registry,
     pub events: Events,
     pub metrics: Metrics,
     /// Cancelled once, on graceful shutdown.
@@ -41,6 +44,7 @@ impl Shared {
             snapshot: ArcSwap::from_pointee(snapshot),
             registry: Registry::default(),
             sessions: Sessions::default(),
+            limits: limit::Registry::default(),
             events: Events::default(),
             metrics: Metrics::default(),
             shutdown: CancellationToken::new(),
@@ -101,15 +105,26 @@ pub struct ListenerPlan {
     /// Set when each connection starts with a PROXY header, read before anything else.
     pub proxy_protocol: Option<ProxyProtocol>,
     pub target: Target,
+    pub limits: Limits,
+    /// Live: open connections, connections per client, refusals.
+    pub state: Arc<ListenerState>,
+    /// The listener's rate buckets, when it has a `rate`.
+    pub rate: Option<Arc<RateLimit>>,
 }
 
 pub enum Target {
     Tcp(Arc<Upstream>),
-    Http(Routes<Arc<Upstream>>),
+    Http(Routes<RouteTarget>),
+}
+
+/// Where a route sends its requests, and its own rate buckets when it has a `rate`.
+pub struct RouteTarget {
+    pub upstream: Arc<Upstream>,
+    pub rate: Option<Arc<RateLimit>>,
 }
 
 impl ListenerPlan {
-    pub fn routes(&self) -> Option<&Routes<Arc<Upstream>>> {
+    pub fn routes(&self) -> Option<&Routes<RouteTarget>> {
         match &self.target {
             Target::Http(routes) => Some(routes),
             Target::Tcp(_) => None,
@@ -118,12 +133,11 @@ impl ListenerPlan {
 }
 
 /// Builds the snapshot for `config`, taking each server's live state from the
-/// registry and each TLS listener's session store from `sessions`; `bound` gives each
-/// listener's local address.
+/// registry, each TLS listener's session store from `sessions` and each listener's
+/// limit state from `limits`; `bound` gives each listener's local address.
 pub fn build(
     config: &Config,
-    registry: &Registry,
-    sessions: &Sessions,
+    (registry, sessions, limits): (&Registry, &Sessions, &limit::Registry),
     generation: u64,
     bound: &HashMap<String, SocketAddr>,
     admin: Option<SocketAddr>,
@@ -146,7 +160,7 @@ pub fn build(
             Arc::new(upstream)
         })
         .collect();
-    let find = |name: &str| {
+    let find = &|name: &str| {
         upstreams
             .iter()
             .find(|u| &*u.name == name)
@@ -157,26 +171,8 @@ pub fn build(
         .listeners
         .iter()
         .map(|l| {
-            let target = match &l.mode {
-                Mode::Tcp { upstream } => Target::Tcp(find(upstream)),
-                Mode::Http { routes } => Target::Http(Routes(
-                    routes
-                        .iter()
-                        .map(|r| Route {
-                            host: r.host.as_deref().map(Box::from),
-                            path_prefix: r.path_prefix.as_deref().map(Box::from),
-                            target: find(&r.upstream),
-                        })
-                        .collect(),
-                )),
-            };
-            let plan = ListenerPlan {
-                local: bound.get(&l.name).copied().unwrap_or(l.bind),
-                idle_timeout: l.idle_timeout,
-                tls: l.tls.as_ref().map(|t| Termination::new(t, sessions)),
-                proxy_protocol: l.proxy_protocol.clone(),
-                target,
-            };
+            let local = bound.get(&l.name).copied().unwrap_or(l.bind);
+            let plan = plan(l, local, find, sessions, limits);
             (l.name.clone(), Arc::new(plan))
         })
         .collect();
@@ -188,5 +184,55 @@ pub fn build(
         upstreams,
         listeners,
         admin,
+    }
+}
+
+/// One listener's plan: its target, TLS and PROXY settings, its limits and their live
+/// state.
+fn plan(
+    l: &ListenerConfig,
+    local: SocketAddr,
+    find: &dyn Fn(&str) -> Arc<Upstream>,
+    sessions: &Sessions,
+    limits: &limit::Registry,
+) -> ListenerPlan {
+    let target = match &l.mode {
+        Mode::Tcp { upstream } => Target::Tcp(find(upstream)),
+        Mode::Http { routes } => Target::Http(Routes(
+            routes
+                .iter()
+                .map(|r| Route {
+                    host: r.host.as_deref().map(Box::from),
+                    path_prefix: r.path_prefix.as_deref().map(Box::from),
+                    target: RouteTarget {
+                        upstream: find(&r.upstream),
+                        rate: r.rate.map(|quota| {
+                            let route = Some((r.host.clone(), r.path_prefix.clone()));
+                            let listener = l.name.clone();
+                            limits.rate(RateKey { listener, route }, quota)
+                        }),
+                    },
+                })
+                .collect(),
+        )),
+    };
+    ListenerPlan {
+        local,
+        idle_timeout: l.idle_timeout,
+        tls: l.tls.as_ref().map(|t| Termination::new(t, sessions)),
+        proxy_protocol: l.proxy_protocol.clone(),
+        target,
+        limits: l.limits.clone(),
+        state: limits.listener(&l.name, l.limits.max_connections),
+        rate: l.limits.rate.map(|quota| {
+            let listener = l.name.clone();
+            limits.rate(
+                RateKey {
+                    listener,
+                    route: None,
+                },
+                quota,
+            )
+        }),
     }
 }

@@ -10,6 +10,7 @@ use toml::Spanned;
 use toml::de::{DeTable, DeValue, ValueDeserializer};
 
 use super::duration::parse_duration;
+use super::size::parse_size;
 use super::types::{ConfigError, ConfigErrors};
 
 pub(super) type Span = Range<usize>;
@@ -148,6 +149,27 @@ impl<'a> Errors<'a> {
         d
     }
 
+    /// A size with a unit, at least `min` bytes; `None` when absent or bad.
+    pub(super) fn size(
+        &mut self,
+        key: &str,
+        value: &Option<Spanned<String>>,
+        min: u64,
+    ) -> Option<u64> {
+        let v = value.as_ref()?;
+        match parse_size(v.get_ref()) {
+            Ok(n) if n >= min => Some(n),
+            Ok(_) => {
+                self.at(v.span(), format!("`{key}` must be at least {min} bytes"));
+                None
+            }
+            Err(message) => {
+                self.at(v.span(), message);
+                None
+            }
+        }
+    }
+
     pub(super) fn addr(&mut self, value: &Spanned<String>) -> Option<SocketAddr> {
         match value.get_ref().parse::<SocketAddr>() {
             Ok(addr) => Some(addr),
@@ -212,11 +234,19 @@ fn explain(key: &str, message: &str) -> String {
             "`{key}` is a duration: a string with a unit (ms, s, m, h), e.g. {key} = \"1s\""
         );
     }
+    if SIZE_KEYS.contains(&key) && message.contains("expected a string") {
+        return format!(
+            "`{key}` is a size: a string with a unit (B, KiB, MiB, GiB), e.g. {key} = \"16KiB\""
+        );
+    }
     message.to_string()
 }
 
+/// The keys whose values are sizes.
+const SIZE_KEYS: [&str; 2] = ["max_header_size", "max_body_size"];
+
 /// The keys whose values are durations.
-const DURATION_KEYS: [&str; 9] = [
+const DURATION_KEYS: [&str; 12] = [
     "shutdown_timeout",
     "idle_timeout",
     "connect_timeout",
@@ -226,6 +256,9 @@ const DURATION_KEYS: [&str; 9] = [
     "max_replication_lag",
     "handshake_timeout",
     "queue_timeout",
+    "header_timeout",
+    "keepalive_timeout",
+    "per",
 ];
 
 /// The candidate at most two edits from `word` (the nearest), if any.

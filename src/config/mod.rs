@@ -10,8 +10,10 @@ mod cidr;
 mod collect;
 mod duration;
 mod health;
+mod limits;
 mod proxy_protocol;
 mod raw;
+mod size;
 mod tls;
 mod types;
 mod validate;
@@ -20,6 +22,7 @@ use std::path::Path;
 
 pub use cidr::parse_cidr;
 pub use duration::parse_duration;
+pub use size::parse_size;
 pub use tls::crypto_provider;
 pub use types::*;
 

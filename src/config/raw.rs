@@ -93,6 +93,31 @@ pub(super) struct RawListener {
     pub(super) idle_timeout: Option<Spanned<String>>,
     pub(super) proxy_protocol: Option<Spanned<bool>>,
     pub(super) trusted_proxies: Option<Spanned<Vec<Spanned<String>>>>,
+    #[serde(rename = "limits")]
+    pub(super) _limits: Option<IgnoredAny>,
+}
+
+/// `[listeners.NAME.limits]`; its `rate` is read on its own.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawLimits {
+    pub(super) max_connections: Option<Spanned<i64>>,
+    pub(super) header_timeout: Option<Spanned<String>>,
+    pub(super) keepalive_timeout: Option<Spanned<String>>,
+    pub(super) max_header_size: Option<Spanned<String>>,
+    pub(super) max_body_size: Option<Spanned<String>>,
+    pub(super) max_connections_per_client: Option<Spanned<i64>>,
+    #[serde(rename = "rate")]
+    pub(super) _rate: Option<IgnoredAny>,
+}
+
+/// `rate = { requests = N, per = "1s", burst = M }`, of a listener or a route.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRate {
+    pub(super) requests: Spanned<i64>,
+    pub(super) per: Option<Spanned<String>>,
+    pub(super) burst: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]
@@ -101,6 +126,8 @@ pub(super) struct RawRoute {
     pub(super) host: Option<Spanned<String>>,
     pub(super) path_prefix: Option<Spanned<String>>,
     pub(super) upstream: Spanned<String>,
+    #[serde(rename = "rate")]
+    pub(super) _rate: Option<IgnoredAny>,
 }
 
 /// `[listeners.NAME.tls]`; files are read in validation.

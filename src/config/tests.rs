@@ -429,3 +429,156 @@ fn the_per_server_limit_and_queue_timeout_are_read_and_checked() {
     let keys = "max_connections_per_server = \"many\"";
     one_error(&limited(keys), "8:30", "invalid type");
 }
+
+/// Asserts that exactly `expected` errors were reported, each starting with its
+/// `lb.toml:LINE:COL: ` and containing its text.
+fn assert_errors(text: &str, expected: &[(&str, &str)]) {
+    let found = errors(text);
+    assert_eq!(found.len(), expected.len(), "{found:#?}");
+    for (line, (at, needle)) in found.iter().zip(expected) {
+        let at = format!("lb.toml:{at}: ");
+        assert!(
+            line.starts_with(&at) && line.contains(needle),
+            "{line} is not {at}{needle}"
+        );
+    }
+}
+
+const HTTP_OK: &str = r#"
+[listeners.web]
+bind = "127.0.0.1:8080"
+routes = [{ upstream = "app" }]
+
+[upstreams.app]
+servers = ["127.0.0.1:9001"]
+"#;
+
+#[test]
+fn limits_parse_with_their_values_and_a_route_may_carry_its_own_rate() {
+    let text = HTTP_OK.replace(
+        "routes = [{ upstream = \"app\" }]",
+        r#"routes = [{ path_prefix = "/login", upstream = "app", rate = { requests = 5, per = "1m" } }, { upstream = "app" }]
+
+[listeners.web.limits]
+max_connections = 20000
+header_timeout = "5s"
+keepalive_timeout = "30s"
+max_header_size = "8KiB"
+max_body_size = "10MiB"
+max_connections_per_client = 100
+rate = { requests = 100, per = "1s", burst = 200 }"#,
+    );
+    let c = Config::parse(&text, "lb.toml").unwrap();
+    let l = &c.listeners[0].limits;
+    assert_eq!(l.max_connections, Some(20000));
+    assert_eq!(l.header_timeout, Duration::from_secs(5));
+    assert_eq!(l.keepalive_timeout, Duration::from_secs(30));
+    assert_eq!(l.max_header_size, 8 * 1024);
+    assert_eq!(l.max_body_size, Some(10 << 20));
+    assert_eq!(l.max_connections_per_client, Some(100));
+    let rate = Rate {
+        requests: 100,
+        per: Duration::from_secs(1),
+        burst: 200,
+    };
+    assert_eq!(l.rate, Some(rate));
+    let Mode::Http { routes } = &c.listeners[0].mode else {
+        panic!()
+    };
+    let login = Rate {
+        requests: 5,
+        per: Duration::from_secs(60),
+        burst: 5,
+    };
+    assert_eq!((routes[0].rate, routes[1].rate), (Some(login), None));
+}
+
+#[test]
+fn limits_default_to_safe_values_and_off_for_the_rest() {
+    let c = Config::parse(HTTP_OK, "lb.toml").unwrap();
+    let l = &c.listeners[0].limits;
+    assert_eq!(l.header_timeout, Duration::from_secs(10));
+    assert_eq!(l.keepalive_timeout, Duration::from_secs(75));
+    assert_eq!(l.max_header_size, 16 * 1024);
+    assert_eq!(
+        (
+            l.max_connections,
+            l.max_body_size,
+            l.max_connections_per_client,
+            l.rate
+        ),
+        (None, None, None, None)
+    );
+}
+
+#[test]
+fn every_bad_limit_is_reported_at_its_line_and_column_in_one_run() {
+    let text = format!(
+        "{HTTP_OK}
+[listeners.web.limits]
+max_connections = 0
+header_timeout = \"10\"
+keepalive_timeout = \"0s\"
+max_header_size = \"16kb\"
+max_body_size = \"1.5MiB\"
+max_connections_per_client = -1
+rate = {{ requests = 0, per = \"1x\", burst = 0 }}
+"
+    );
+    assert_errors(
+        &text,
+        &[
+            ("10:19", "`max_connections` must be between 1 and"),
+            ("11:18", "bad duration `10`"),
+            ("12:21", "`keepalive_timeout` must be more than 0"),
+            ("13:19", "bad size `16kb`"),
+            ("14:17", "bad size `1.5MiB`"),
+            (
+                "15:30",
+                "`max_connections_per_client` must be between 1 and",
+            ),
+            ("16:21", "`requests` must be between 1 and"),
+            ("16:30", "bad duration `1x`"),
+            ("16:44", "`burst` must be between 1 and"),
+        ],
+    );
+}
+
+#[test]
+fn a_bad_route_rate_and_an_unknown_limit_key_are_reported() {
+    let text = HTTP_OK.replace(
+        "routes = [{ upstream = \"app\" }]",
+        "routes = [{ upstream = \"app\", rate = { requests = 5, burts = 9 } }]\n\n[listeners.web.limits]\nmax_conections = 5",
+    );
+    assert_errors(
+        &text,
+        &[
+            ("4:54", "unknown field `burts`"),
+            ("7:1", "did you mean `max_connections`?"),
+        ],
+    );
+}
+
+#[test]
+fn a_size_written_as_a_number_says_how_to_write_it() {
+    let text = format!("{HTTP_OK}\n[listeners.web.limits]\nmax_body_size = 1024\n");
+    one_error(
+        &text,
+        "10:17",
+        "`max_body_size` is a size: a string with a unit",
+    );
+}
+
+#[test]
+fn http_limits_on_a_tcp_listener_are_reported() {
+    let text = format!(
+        "{TCP_OK}\n[listeners.db.limits]\nmax_connections_per_client = 10\nmax_body_size = \"1MiB\"\nrate = {{ requests = 1 }}\n"
+    );
+    assert_errors(
+        &text,
+        &[
+            ("12:17", "`max_body_size` is only for http listeners"),
+            ("13:8", "`rate` is only for http listeners"),
+        ],
+    );
+}

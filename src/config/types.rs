@@ -52,6 +52,8 @@ pub struct ListenerConfig {
     pub tls: Option<TlsConfig>,
     /// `proxy_protocol = true`: every connection starts with a PROXY header.
     pub proxy_protocol: Option<ProxyProtocol>,
+    /// `[listeners.NAME.limits]`, defaults filled in.
+    pub limits: Limits,
 }
 
 /// What a listener that receives PROXY headers accepts.
@@ -69,6 +71,47 @@ impl ProxyProtocol {
     }
 }
 
+/// What one client may take of a listener (`[listeners.NAME.limits]`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Limits {
+    /// Open client connections; beyond it accepting pauses. `None`: the file limit.
+    pub max_connections: Option<usize>,
+    /// A request head not complete in this time gets 408 (http).
+    pub header_timeout: Duration,
+    /// An idle keep-alive client connection is closed after this (http).
+    pub keepalive_timeout: Duration,
+    /// Request line and headers, in bytes: 431 beyond, 414 for the request line alone.
+    pub max_header_size: usize,
+    /// Request body in bytes: 413 beyond. `None`: bodies stream without a bound.
+    pub max_body_size: Option<u64>,
+    /// Open connections per client IP: http 429 and close, tcp close.
+    pub max_connections_per_client: Option<u32>,
+    /// Requests per client IP (http): 429 with `Retry-After` beyond.
+    pub rate: Option<Rate>,
+}
+
+/// A rate bucket's quota: `requests` per `per`, at most `burst` at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Rate {
+    pub requests: u32,
+    pub per: Duration,
+    pub burst: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_connections: None,
+            header_timeout: DEFAULT_HEADER_TIMEOUT,
+            keepalive_timeout: DEFAULT_KEEPALIVE_TIMEOUT,
+            max_header_size: DEFAULT_MAX_HEADER_SIZE,
+            max_body_size: None,
+            max_connections_per_client: None,
+            rate: None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum Mode {
     Tcp { upstream: String },
@@ -81,6 +124,8 @@ pub struct RouteConfig {
     pub host: Option<String>,
     pub path_prefix: Option<String>,
     pub upstream: String,
+    /// Applies instead of the listener's `rate` to the requests of this route.
+    pub rate: Option<Rate>,
 }
 
 /// A listener that terminates TLS, its files loaded and checked.
@@ -224,6 +269,13 @@ pub const DEFAULT_QUEUE_TIMEOUT: Duration = Duration::from_secs(5);
 /// The largest `max_connections_per_server`: far above what one server takes, low
 /// enough to catch a typo.
 pub const MAX_CONNECTIONS_PER_SERVER: i64 = 1_000_000;
+/// Shorter than nginx's `client_header_timeout` (60 s): a real client sends its head in
+/// one packet, and each second a slowloris connection is held costs a socket.
+pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// nginx's `keepalive_timeout`.
+pub const DEFAULT_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(75);
+/// HAProxy's `tune.bufsize` (16 KiB, the whole head must fit); nginx allows 4 x 8 KiB.
+pub const DEFAULT_MAX_HEADER_SIZE: usize = 16 * 1024;
 
 impl Mode {
     pub fn name(&self) -> &'static str {

@@ -9,6 +9,7 @@ use toml::de::{DeTable, DeValue};
 
 use super::collect::{Errors, Value, finish};
 use super::health::validate_health;
+use super::limits::{nested, validate_limits, validate_rate};
 use super::proxy_protocol::validate_proxy_protocol;
 use super::raw::*;
 use super::tls::validate_tls;
@@ -146,17 +147,11 @@ fn validate_listener(
     known: &HashSet<&str>,
     binds: &mut Vec<(SocketAddr, String)>,
 ) -> Option<ListenerConfig> {
-    let table = errors.table(value, &format!("listener `{name}`"))?;
-    let nested = |key: &str| {
-        table
-            .iter()
-            .find(|(k, _)| k.get_ref() == key)
-            .map(|(_, v)| v)
-    };
-    let (routes_value, tls_value) = (nested("routes"), nested("tls"));
+    errors.table(value, &format!("listener `{name}`"))?;
+    let (routes_value, tls_value) = (nested(value, "routes"), nested(value, "tls"));
     let raw: Option<RawListener> = errors.leaf(value);
-    // Routes and TLS are checked even when the rest of the table is not, to report
-    // everything.
+    // Routes, TLS and limits are checked even when the rest of the table is not, to
+    // report everything.
     let routes = routes_value.and_then(|r| validate_routes(errors, name, r, known));
     let mode = raw
         .as_ref()
@@ -165,6 +160,12 @@ fn validate_listener(
     let tls = match tls_value {
         None => Some(None),
         Some(t) => validate_tls(errors, name, mode, t).map(Some),
+    };
+    let limits = match nested(value, "limits") {
+        None => Some(Limits::default()),
+        Some(v) => errors
+            .table(v, &format!("listener `{name}`: `limits`"))
+            .and_then(|_| validate_limits(errors, name, v, mode == RawMode::Http)),
     };
     let raw = raw?;
     let bind = check_bind(errors, name, &raw.bind, binds);
@@ -208,6 +209,7 @@ fn validate_listener(
         idle_timeout,
         tls: tls?,
         proxy_protocol,
+        limits: limits?,
     })
 }
 
@@ -270,6 +272,8 @@ fn validate_routes(
             continue;
         };
         ok &= check_reference(errors, &raw.upstream, known);
+        let rate = nested(item, "rate").map(|v| validate_rate(errors, v));
+        ok &= rate.is_none_or(|r| r.is_some());
         if let Some(p) = &raw.path_prefix
             && !p.get_ref().starts_with('/')
         {
@@ -286,6 +290,7 @@ fn validate_routes(
             host: raw.host.map(|h| crate::route::normalize_host(h.get_ref())),
             path_prefix: raw.path_prefix.map(Spanned::into_inner),
             upstream: raw.upstream.into_inner(),
+            rate: rate.flatten(),
         });
     }
     ok.then_some(routes)

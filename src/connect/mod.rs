@@ -19,7 +19,7 @@ use hyper_util::rt::TokioIo;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
-pub use body::{ClientBody, RequestBody};
+pub use body::{BodyTooLarge, ClientBody, RequestBody};
 pub use proxy_header::proxy_header;
 
 use crate::error::ProxyError;

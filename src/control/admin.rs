@@ -84,7 +84,7 @@ async fn handle(api: &Api, request: Request<Incoming>) -> Response<Full<Bytes>> 
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
             api.shared
                 .metrics
-                .encode(&api.shared.snapshot.load().upstreams),
+                .encode(&api.shared.snapshot.load().upstreams, &api.shared.limits),
         ),
         (&Method::GET, ["events"]) => reply(
             StatusCode::OK,
@@ -256,7 +256,7 @@ pub fn status(shared: &Shared) -> Value {
                 value["routes"] = routes
                     .0
                     .iter()
-                    .map(|r| json!({ "host": r.host.as_deref(), "path_prefix": r.path_prefix.as_deref(), "upstream": &*r.target.name }))
+                    .map(|r| json!({ "host": r.host.as_deref(), "path_prefix": r.path_prefix.as_deref(), "upstream": &*r.target.upstream.name }))
                     .collect();
             }
             None => {}

@@ -16,6 +16,9 @@ use crate::config::Config;
 use crate::events::{Event, EventKind};
 use crate::snapshot::{Shared, build};
 
+/// How often the rate buckets of idle clients are dropped.
+const PRUNE_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// The running state only the control task touches.
 pub(super) struct Control {
     pub shared: Arc<Shared>,
@@ -30,7 +33,20 @@ pub(super) struct Control {
 impl Control {
     /// Takes commands one at a time, so two reloads never interleave, until shutdown.
     pub async fn run(mut self, mut commands: mpsc::UnboundedReceiver<Command>) {
-        while let Some(command) = commands.recv().await {
+        // Idle rate buckets are dropped once a minute, so memory follows active clients.
+        let mut prune = tokio::time::interval(PRUNE_EVERY);
+        prune.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let command = tokio::select! {
+                command = commands.recv() => command,
+                _ = prune.tick() => {
+                    self.shared.limits.prune();
+                    continue;
+                }
+            };
+            let Some(command) = command else {
+                return;
+            };
             match command {
                 Command::Reload(reply) => {
                     let _ = reply.send(self.reload());
@@ -87,8 +103,7 @@ impl Control {
         let admin = self.listeners.admin_local(&config, &sockets);
         let mut snapshot = build(
             &config,
-            &shared.registry,
-            &shared.sessions,
+            (&shared.registry, &shared.sessions, &shared.limits),
             generation,
             &bound,
             admin,
@@ -115,6 +130,7 @@ impl Control {
                 .is_some_and(|u| u.servers.iter().any(|c| c.addr == s.addr))
         };
         shared.registry.retain(in_use);
+        shared.limits.retain(&config);
         if !first {
             tracing::info!(generation, "configuration reloaded");
             shared.metrics.reload(true);

@@ -11,6 +11,8 @@ use tracing::field::display;
 
 use super::proxy_header;
 
+use crate::error::Refusal;
+use crate::limit::{Admitted, Slot};
 use crate::proxy::stream::ClientStream;
 use crate::proxy::{http, tcp};
 use crate::snapshot::{ListenerPlan, Shared, Target};
@@ -23,6 +25,7 @@ pub(super) async fn connection(
     plan: Arc<ListenerPlan>,
     mut stream: TcpStream,
     peer: SocketAddr,
+    slot: Slot,
 ) {
     let span = tracing::Span::current();
     let client = match &plan.proxy_protocol {
@@ -43,6 +46,17 @@ pub(super) async fn connection(
     };
     span.record("client", display(client));
     tracing::debug!("accepted");
+    // The per-client cap counts the client the PROXY header named.
+    let admitted = admit(&plan, slot, client);
+    if admitted.over_client_cap && matches!(plan.target, Target::Tcp(_)) {
+        if plan.state.refused(Refusal::ClientConnections) {
+            tracing::info!(
+                reason = Refusal::ClientConnections.name(),
+                "client refused (at most one line per second per reason): too many connections from this client"
+            );
+        }
+        return;
+    }
     let stream = match &plan.tls {
         None => ClientStream::Plain(stream),
         Some(tls) => match handshake(&shared, tls, stream).await {
@@ -53,9 +67,10 @@ pub(super) async fn connection(
     match &plan.target {
         Target::Tcp(upstream) => {
             let upstream = upstream.clone();
+            let client = (client, admitted);
             tcp::session(shared, name, upstream, stream, client, plan.idle_timeout).await;
         }
-        Target::Http(_) => http::serve(shared, name, plan, stream, client).await,
+        Target::Http(_) => http::serve(shared, name, plan, stream, (client, admitted)).await,
     }
 }
 
@@ -104,5 +119,22 @@ async fn receive_unless_shutdown(
     tokio::select! {
         received = proxy_header::receive(stream, peer, settings) => received,
         () = shared.shutdown.cancelled() => Err(proxy_header::HeaderError::ShuttingDown),
+    }
+}
+
+/// The per-client count of this connection, when the listener has a cap.
+fn admit(plan: &ListenerPlan, open: Slot, client: SocketAddr) -> Admitted {
+    let Some(max) = plan.limits.max_connections_per_client else {
+        return Admitted {
+            _open: open,
+            _client: None,
+            over_client_cap: false,
+        };
+    };
+    let slot = plan.state.clients.try_take(client.ip(), max);
+    Admitted {
+        _open: open,
+        over_client_cap: slot.is_none(),
+        _client: slot,
     }
 }

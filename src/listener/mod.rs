@@ -16,6 +16,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use tracing::field::Empty;
 
+use crate::error::Refusal;
+use crate::limit::{Open, Slot};
 use crate::snapshot::Shared;
 
 /// The accept backlog, as nginx's default on Linux.
@@ -41,7 +43,23 @@ pub async fn accept_loop(
     listener: Arc<TcpListener>,
     stop: CancellationToken,
 ) {
+    // The same counter in every snapshot: it lives in the limit registry.
+    let Some(open) = shared
+        .snapshot
+        .load()
+        .listeners
+        .get(&*name)
+        .map(|p| p.state.open.clone())
+    else {
+        return;
+    };
     loop {
+        let slot = tokio::select! {
+            biased;
+            _ = stop.cancelled() => break,
+            _ = shared.shutdown.cancelled() => break,
+            slot = take_slot(&shared, &name, &open) => slot,
+        };
         let accepted = tokio::select! {
             // Stop first: once a reload has stopped this loop (and perhaps handed its
             // socket to another listener), it must not take one more connection.
@@ -65,11 +83,25 @@ pub async fn accept_loop(
         };
         // Every log line of the connection carries its listener and client address
         // (`via`: the proxy that sent a PROXY header), filled in by the connection task.
-        // The PROXY header and the TLS handshake run in that task: a slow client never
-        // holds up the accept loop.
+        // The PROXY header, the per-client cap and the TLS handshake run in that task:
+        // a slow client never holds up the accept loop.
         let span = tracing::info_span!("conn", listener = %name, client = Empty, via = Empty);
-        let task = handshake::connection(shared.clone(), name.clone(), plan, stream, peer);
+        let task = handshake::connection(shared.clone(), name.clone(), plan, stream, peer, slot);
         shared.tracker.spawn(task.instrument(span));
     }
     tracing::info!(listener = %name, "stopped accepting");
+}
+
+/// A slot of `max_connections`; when there is none, counts the pause, logs it (at most
+/// once a second) and waits: new clients wait in the backlog meanwhile.
+async fn take_slot(shared: &Shared, name: &str, open: &Arc<Open>) -> Slot {
+    if let Some(slot) = open.try_take() {
+        return slot;
+    }
+    if let Some(plan) = shared.snapshot.load().listeners.get(name)
+        && plan.state.refused(Refusal::MaxConnections)
+    {
+        tracing::info!(listener = %name, open = open.count(), reason = Refusal::MaxConnections.name(), "max_connections reached: accepting paused (at most one line per second)");
+    }
+    open.take().await
 }

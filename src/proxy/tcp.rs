@@ -11,6 +11,7 @@ use super::stream::ClientStream;
 use crate::balance::{Tried, Upstream};
 use crate::connect::{connect_sending, proxy_header};
 use crate::error::ProxyError;
+use crate::limit::Admitted;
 use crate::snapshot::Shared;
 
 /// Proxies one tcp session. With no server to take it, the client connection is
@@ -20,7 +21,7 @@ pub async fn session(
     listener: Arc<str>,
     upstream: Arc<Upstream>,
     client: ClientStream,
-    client_addr: SocketAddr,
+    (client_addr, _admitted): (SocketAddr, Admitted),
     idle: Duration,
 ) {
     let start = Instant::now();

@@ -22,7 +22,7 @@ use super::body::{Home, ProxyBody, ServerBody};
 use super::headers::{host_of, is_idempotent, is_upgrade, strip_hop_by_hop};
 use super::upgrade;
 use crate::balance::{Tried, Upstream};
-use crate::connect::{ClientBody, RequestBody, checkout, proxy_header};
+use crate::connect::{BodyTooLarge, ClientBody, RequestBody, checkout, proxy_header};
 use crate::error::{ProxyError, Retry};
 use crate::server::{Active, Server};
 
@@ -34,33 +34,60 @@ impl Connection {
     /// Answers one request: the server's response, or rlb's own error response.
     pub(super) async fn proxy(&self, mut request: Request<Incoming>) -> Response<ProxyBody> {
         let start = Instant::now();
-        let Some(upstream) = self.route(&request) else {
+        if self.over_client_cap {
             let log = self.access_log(&request, start);
-            return self.fail(ProxyError::NoRoute, log, start);
+            return self.fail(ProxyError::ClientConnections, log, start);
+        }
+        let max_body = self.fallback.limits.max_body_size;
+        let upstream = match self.route(&request).and_then(|u| {
+            // A body announced over the limit is refused before any server is picked.
+            match max_body {
+                Some(limit) if content_length(&request).is_some_and(|n| n > limit) => {
+                    Err(ProxyError::BodyTooLarge { limit })
+                }
+                _ => Ok(u),
+            }
+        }) {
+            Ok(upstream) => upstream,
+            Err(error) => {
+                let log = self.access_log(&request, start);
+                return self.fail(error, log, start);
+            }
         };
         let on_upgrade = is_upgrade(request.headers()).then(|| hyper::upgrade::on(&mut request));
         // The client is answered in its own version, whatever the server spoke.
         let version = request.version();
         self.forwarded.rewrite(&mut request, on_upgrade.is_some());
         let log = self.access_log(&request, start);
-        match self.forward(&upstream, Outgoing::new(request)).await {
+        match self
+            .forward(&upstream, Outgoing::new(request, max_body))
+            .await
+        {
             Ok(answered) => self.respond(answered, version, on_upgrade, log),
             Err(error) => self.fail(error, log, start),
         }
     }
 
-    /// The upstream of the first matching route. A reload that removed the listener or
-    /// made it tcp leaves this connection on the routes it was accepted with.
-    fn route(&self, request: &Request<Incoming>) -> Option<Arc<Upstream>> {
+    /// The upstream of the first matching route, once the client's rate bucket (the
+    /// route's own, else the listener's) lets the request through. A reload that
+    /// removed the listener or made it tcp leaves this connection on the routes it was
+    /// accepted with.
+    fn route(&self, request: &Request<Incoming>) -> Result<Arc<Upstream>, ProxyError> {
         let snapshot = self.shared.snapshot.load();
-        let routes = snapshot
+        let plan = snapshot
             .listeners
             .get(&*self.listener)
-            .and_then(|p| p.routes())
-            .or_else(|| self.fallback.routes());
-        routes
+            .filter(|p| p.routes().is_some())
+            .unwrap_or(&self.fallback);
+        let target = plan
+            .routes()
             .and_then(|r| r.find(host_of(request), request.uri().path()))
-            .cloned()
+            .ok_or(ProxyError::NoRoute)?;
+        if let Some(rate) = target.rate.as_ref().or(plan.rate.as_ref()) {
+            rate.check(self.client.ip())
+                .map_err(|retry_after| ProxyError::RateLimited { retry_after })?;
+        }
+        Ok(target.upstream.clone())
     }
 
     /// Tries the servers of `upstream` one at a time until one answers.
@@ -162,6 +189,7 @@ impl Connection {
             log.server = Some(connection.1.server().addr);
         }
         if let (StatusCode::SWITCHING_PROTOCOLS, Some(client_side)) = (status, on_upgrade) {
+            self.phase.tunnel();
             let idle = self.idle_timeout;
             return upgrade::start(&self.shared, response, client_side, connection, idle, log);
         }
@@ -187,10 +215,11 @@ struct Outgoing {
 }
 
 impl Outgoing {
-    fn new(request: Request<Incoming>) -> Outgoing {
+    /// `max_body`: the body is cut with an error past this many bytes.
+    fn new(request: Request<Incoming>, max_body: Option<u64>) -> Outgoing {
         let (parts, body) = request.into_parts();
         if !http_body::Body::is_end_stream(&body) {
-            let (body, progress) = ClientBody::new(body);
+            let (body, progress) = ClientBody::new(body, max_body);
             return Outgoing {
                 pending: Some(Request::from_parts(parts, Either::Left(body))),
                 resend: None,
@@ -255,9 +284,13 @@ async fn attempt(
         Some(Some(Ok(response))) => return Attempt::Answered(response, sender),
         Some(Some(Err(mut e))) => match e.take_message() {
             Some(request) => return Attempt::Unsent(request),
-            None => ProxyError::Server {
-                addr,
-                source: e.into_error(),
+            // The client's body went over `max_body_size`: not the server's failure.
+            None => match body_too_large(e.error()) {
+                Some(limit) => return Attempt::Failed(ProxyError::BodyTooLarge { limit }),
+                None => ProxyError::Server {
+                    addr,
+                    source: e.into_error(),
+                },
             },
         },
         Some(None) => {
@@ -271,6 +304,29 @@ async fn attempt(
         .response_failures
         .fetch_add(1, Ordering::Relaxed);
     Attempt::Failed(error)
+}
+
+/// The `Content-Length` of a request, when it has a valid one.
+fn content_length(request: &Request<Incoming>) -> Option<u64> {
+    request
+        .headers()
+        .get(http::header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}
+
+/// The limit a request body went over, when that is why sending it failed.
+fn body_too_large(error: &hyper::Error) -> Option<u64> {
+    let mut source = std::error::Error::source(error);
+    while let Some(e) = source {
+        if let Some(too_large) = e.downcast_ref::<BodyTooLarge>() {
+            return Some(too_large.limit);
+        }
+        source = e.source();
+    }
+    None
 }
 
 /// Waits for the response head. The `timeout` runs from the moment the request body

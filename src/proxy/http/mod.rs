@@ -7,6 +7,7 @@ mod body;
 mod error;
 mod forward;
 mod headers;
+mod timer;
 mod upgrade;
 
 use std::convert::Infallible;
@@ -24,14 +25,16 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use super::stream::ClientStream;
 use crate::connect::private::Private;
 use crate::error::{ProxyError, Side};
+use crate::limit::Admitted;
 use crate::snapshot::{ListenerPlan, Shared};
 use access_log::AccessLog;
 use error::error_response;
 use headers::Forwarded;
+use timer::{Finished, Phase, Timed};
 
-/// How long a client may take to send a request head, and how long an idle keep-alive
-/// connection waits for the next one (nginx's `client_header_timeout` is 60 s).
-const HEADER_TIMEOUT: Duration = Duration::from_secs(60);
+/// hyper's own bound on its read buffer (its `DEFAULT_MAX_BUFFER_SIZE`): raised only
+/// when `max_header_size` is larger, so the head limit is the one that answers.
+const HYPER_MAX_BUF: usize = 8192 + 4096 * 100;
 
 /// What every request of one client connection shares.
 struct Connection {
@@ -45,6 +48,19 @@ struct Connection {
     /// the listener while the connection is still open.
     fallback: Arc<ListenerPlan>,
     idle_timeout: Duration,
+    /// The head and keep-alive timers' view of the connection.
+    phase: Phase,
+    /// The client is over `max_connections_per_client`: every request gets 429.
+    over_client_cap: bool,
+    /// Its slots in the listener's limits, held as long as the connection: the
+    /// socket wrapper holds the connection, so a tunnel made of it holds them too.
+    _admitted: Admitted,
+}
+
+impl AsRef<Phase> for Connection {
+    fn as_ref(&self) -> &Phase {
+        &self.phase
+    }
 }
 
 /// Serves one client connection until it closes, or, on shutdown, until its in-flight
@@ -54,11 +70,12 @@ pub async fn serve(
     listener: Arc<str>,
     plan: Arc<ListenerPlan>,
     stream: ClientStream,
-    client: SocketAddr,
+    (client, admitted): (SocketAddr, Admitted),
 ) {
     let shutdown = shared.shutdown.clone();
     let mut forwarded = Forwarded::new(client, stream.tcp().local_addr().ok());
     forwarded.proto = stream.proto();
+    let limits = plan.limits.clone();
     let connection = Arc::new(Connection {
         shared,
         listener,
@@ -66,16 +83,33 @@ pub async fn serve(
         forwarded,
         private: Arc::default(),
         idle_timeout: plan.idle_timeout,
+        over_client_cap: admitted.over_client_cap(),
         fallback: plan,
+        phase: Phase::default(),
+        _admitted: admitted,
     });
+    let timers = (limits.header_timeout, limits.keepalive_timeout);
+    let io = Timed::new(stream, connection.clone(), timers, limits.max_header_size);
+    let owner = connection.clone();
     let service = service_fn(move |request| {
         let connection = connection.clone();
-        async move { Ok::<_, Infallible>(connection.proxy(request).await) }
+        connection.phase.busy();
+        async move {
+            let response = connection.proxy(request).await;
+            let finished = response.map(|body| Finished {
+                body,
+                owner: connection,
+            });
+            Ok::<_, Infallible>(finished)
+        }
     });
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_TIMEOUT)
-        .serve_connection(TokioIo::new(stream), service)
+        // The head and keep-alive timers are `Timed`'s: hyper's would close without a 408.
+        .header_read_timeout(None)
+        .max_header_size(limits.max_header_size)
+        .max_buf_size(limits.max_header_size.max(HYPER_MAX_BUF))
+        .serve_connection(TokioIo::new(io), service)
         .with_upgrades();
     tokio::pin!(conn);
     let result = tokio::select! {
@@ -85,7 +119,17 @@ pub async fn serve(
             conn.await
         }
     };
-    if let Err(e) = result {
+    let refusal = match &result {
+        Err(e) if e.is_parse_too_large() => Some(ProxyError::HeaderTooLarge {
+            limit: limits.max_header_size,
+        }),
+        _ => owner
+            .phase
+            .refusal(limits.header_timeout, limits.max_header_size),
+    };
+    if let Some(refusal) = refusal {
+        owner.refused(&refusal);
+    } else if let Err(e) = result {
         tracing::debug!(error = %e, "client connection ended");
     }
 }
@@ -115,10 +159,13 @@ impl Connection {
         start: Instant,
     ) -> Response<ProxyBody> {
         let response = error_response(&error);
-        self.shared.metrics.error(error.kind());
         match error.side() {
             Side::Server => tracing::warn!(error = %error, "request failed"),
-            _ => tracing::debug!(error = %error, "request refused"),
+            Side::Client => self.refused(&error),
+            Side::Proxy => tracing::debug!(error = %error, "request refused"),
+        }
+        if error.side() != Side::Client {
+            self.shared.metrics.error(error.kind());
         }
         if let Some(mut log) = log {
             log.status = response.status().as_u16();
@@ -127,5 +174,16 @@ impl Connection {
             log.write();
         }
         response
+    }
+
+    /// Counts a client's refusal; logs it when it is the first of its reason this
+    /// second, so that an attack does not flood the log.
+    fn refused(&self, error: &ProxyError) {
+        let Some(refusal) = error.refusal() else {
+            return;
+        };
+        if self.fallback.state.refused(refusal) {
+            tracing::info!(reason = refusal.name(), error = %error, "client refused (at most one line per second per reason)");
+        }
     }
 }
