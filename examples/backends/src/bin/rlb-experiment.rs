@@ -168,6 +168,7 @@ fn failover(a: FailoverArgs) -> anyhow::Result<()> {
             &title,
             &summary.samples,
             &experiment::markers(&summary),
+            summary.duration_s,
         )?;
         println!("timeline: {}", path.display());
     }
