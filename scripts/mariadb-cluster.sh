@@ -18,6 +18,8 @@
 #   RLB_MARIADB_TEMPLATE   a directory caching the initial datadir across runs (safe to share
 #                          between parallel starts: each version is published with one rename)
 #   RLB_MARIADB_OWNER_PID  if set, a watchdog stops the cluster once that process is gone
+#   RLB_MARIADB_KEEP_LOGS  if set, a failed start copies its logs (mariadb-install-db's, each
+#                          node's error.log and stdio.log) there before removing BASE
 #
 # Users on every node: root (no password), repl/replpass (REPLICATION SLAVE),
 # rlb_check (no password, no privileges), rlb_monitor/monitorpass (REPLICATION CLIENT,
@@ -206,7 +208,8 @@ initial_datadir() {
         fi
         if [[ ! -d $final ]]; then
             tmp=$(mktemp -d "$template/.building.XXXXXX")
-            install_db "$tmp/data" "$tmp/users.sql" || { rm -rf -- "$tmp"; exit 1; }
+            install_db "$tmp/data" "$tmp/users.sql" ||
+                { cp -- "$tmp/data.install.log" "$BASE/install.log" 2>/dev/null; rm -rf -- "$tmp"; exit 1; }
             if ! mv -T "$tmp/data" "$final" 2>/dev/null; then
                 [[ -d $final ]] || die "cannot publish template $final"
             fi
@@ -305,6 +308,19 @@ check_node() {
     [[ $1 =~ ^[012]$ ]] || { echo "mariadb-cluster: node must be 0 (primary), 1 or 2, not '$1'" >&2; exit 2; }
 }
 
+# Copies the logs that explain a failed start into $RLB_MARIADB_KEEP_LOGS, if set, before
+# BASE is removed: without them the caller is left with "node 0 exited" and nothing to read.
+keep_logs() {
+    local dest=${RLB_MARIADB_KEEP_LOGS:-} f rel
+    [[ -n $dest && -d $BASE ]] || return 0
+    mkdir -p -- "$dest" || return 0
+    while IFS= read -r -d '' f; do
+        rel=${f#"$BASE"/}
+        mkdir -p -- "$dest/$(dirname -- "$rel")" && cp -- "$f" "$dest/$rel" || true
+    done < <(find "$BASE" \( -name data -o -name tmp -o -name template \) -prune -o -type f -name '*.log' -print0 2>/dev/null)
+    echo "mariadb-cluster: logs of the failed start kept in $dest" >&2
+}
+
 # --- subcommands ------------------------------------------------------------------------
 
 stop_nodes() {
@@ -379,7 +395,7 @@ cmd_start() {
     touch "$BASE/$MARKER"
     # A socket path longer than sun_path (108 bytes) would fail late and obscurely.
     ((${#BASE} + 20 < 108)) || { rm -rf -- "$BASE"; die "RLB_MARIADB_TMP path too long for a unix socket: $BASE"; }
-    trap 'rc=$?; if ((rc != 0)); then stop_nodes >/dev/null 2>&1 || true; rm -rf -- "$BASE"; fi; exit $rc' EXIT
+    trap 'rc=$?; if ((rc != 0)); then stop_nodes >/dev/null 2>&1 || true; keep_logs; rm -rf -- "$BASE"; fi; exit $rc' EXIT
 
     template=$(initial_datadir)
     for n in 0 1 2; do

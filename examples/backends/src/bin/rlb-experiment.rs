@@ -83,7 +83,7 @@ fn main() -> ExitCode {
     let args = Args::parse();
     let result = match args.command {
         Command::ServeRlb { config } => {
-            init_logging("RLB_LOG");
+            rlb_demo::init_logging_from("RLB_LOG");
             stack::serve_rlb(&config)
         }
         Command::Failover(f) => failover(f),
@@ -99,15 +99,6 @@ fn main() -> ExitCode {
 
 fn code_of(_: ()) -> ExitCode {
     ExitCode::SUCCESS
-}
-
-fn init_logging(var: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env(var)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
 }
 
 fn failover(a: FailoverArgs) -> anyhow::Result<()> {
@@ -177,6 +168,7 @@ fn failover(a: FailoverArgs) -> anyhow::Result<()> {
             &title,
             &summary.samples,
             &experiment::markers(&summary),
+            summary.duration_s,
         )?;
         println!("timeline: {}", path.display());
     }

@@ -728,7 +728,8 @@ async fn run(
     })
 }
 
-/// Markers for the plot, in seconds since the start.
+/// Markers for the plot, in seconds since the start: what the experiment did (kill,
+/// restart) and what rlb did about it, with how long that took.
 pub fn markers(summary: &Summary) -> Vec<plot::Marker> {
     let mut out = Vec::new();
     for f in &summary.faults {
@@ -740,21 +741,25 @@ pub fn markers(summary: &Summary) -> Vec<plot::Marker> {
         out.push(plot::Marker {
             at_s: f.killed_at_s,
             label: format!("kill {short}"),
+            by_rlb: false,
         });
         if let Some(ms) = f.ejection_ms {
             out.push(plot::Marker {
                 at_s: f.killed_at_s + ms as f64 / 1000.0,
-                label: format!("{short} ejected"),
+                label: format!("{short} ejected after {ms} ms"),
+                by_rlb: true,
             });
         }
         out.push(plot::Marker {
             at_s: f.restarted_at_s,
             label: format!("restart {short}"),
+            by_rlb: false,
         });
         if let Some(ms) = f.return_ms {
             out.push(plot::Marker {
                 at_s: f.restarted_at_s + ms as f64 / 1000.0,
-                label: format!("{short} back"),
+                label: format!("{short} back after {ms} ms"),
+                by_rlb: true,
             });
         }
     }
