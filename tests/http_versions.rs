@@ -81,30 +81,29 @@ fn one_listener(server: SocketAddr) -> String {
     )
 }
 
-#[tokio::test]
-async fn an_http_1_0_server_answers_an_http_1_1_client_in_http_1_1_and_keeps_it_alive() {
-    let server =
-        closing_server("HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nhello from 1.0").await;
-    let rlb = start(&one_listener(server));
+/// Two keep-alive requests through rlb to a server that answers `response` and
+/// closes: each answer is HTTP/1.1, chunked, with the server's body.
+async fn answered_in_http_1_1_on_one_connection(response: &'static str, body: &str) {
+    let rlb = start(&one_listener(closing_server(response).await));
     let answers = two_requests_on_one_connection(rlb.listener_addr("web").unwrap()).await;
-    for (version, encoding, body) in answers {
-        assert_eq!(version, Version::HTTP_11);
-        assert_eq!(encoding, "chunked");
-        assert_eq!(body, "hello from 1.0");
+    for answer in answers {
+        assert_eq!(
+            answer,
+            (Version::HTTP_11, "chunked".to_string(), body.to_string())
+        );
     }
 }
 
 #[tokio::test]
+async fn an_http_1_0_server_answers_an_http_1_1_client_in_http_1_1_and_keeps_it_alive() {
+    let response = "HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nhello from 1.0";
+    answered_in_http_1_1_on_one_connection(response, "hello from 1.0").await;
+}
+
+#[tokio::test]
 async fn a_body_delimited_by_the_servers_close_goes_on_chunked() {
-    let server =
-        closing_server("HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nuntil the close").await;
-    let rlb = start(&one_listener(server));
-    let answers = two_requests_on_one_connection(rlb.listener_addr("web").unwrap()).await;
-    for (version, encoding, body) in answers {
-        assert_eq!(version, Version::HTTP_11);
-        assert_eq!(encoding, "chunked");
-        assert_eq!(body, "until the close");
-    }
+    let response = "HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nuntil the close";
+    answered_in_http_1_1_on_one_connection(response, "until the close").await;
 }
 
 /// An HTTP/1.0 client still gets HTTP/1.0, its body ended by rlb closing.

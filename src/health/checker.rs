@@ -265,12 +265,7 @@ servers = ["127.0.0.1:9"]
             .expect("db")
             .servers[0]
             .clone();
-        *server.health.lock().unwrap() = Counters {
-            checked: true,
-            rise,
-            fall,
-            ..Counters::default()
-        };
+        *server.health.lock().unwrap() = Counters::checked(rise, fall);
         (rlb, server)
     }
 

@@ -91,15 +91,6 @@ mod tests {
     use super::*;
     use crate::server::Counters;
 
-    fn counters(rise: u32, fall: u32) -> Counters {
-        Counters {
-            checked: true,
-            rise,
-            fall,
-            ..Counters::default()
-        }
-    }
-
     /// Passive failures from many connections and the checker race on one server: the
     /// state must flip once, so one log line and one event, not one per racer.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -116,7 +107,7 @@ servers = ["127.0.0.1:9"]
         let rlb = crate::Rlb::start(config, None).expect("rlb starts");
         let shared = rlb.shared().clone();
         let server = shared.snapshot.load().upstream("db").expect("db").servers[0].clone();
-        *server.health.lock().unwrap() = counters(1, 1);
+        *server.health.lock().unwrap() = Counters::checked(1, 1);
         const RACERS: usize = 8;
         for round in 0..300 {
             let barrier = std::sync::Barrier::new(RACERS);

@@ -8,8 +8,8 @@ pub struct Counters {
     pub checked: bool,
     pub rise: u32,
     pub fall: u32,
-    pub(crate) passes: u32,
-    pub(crate) failures: u32,
+    passes: u32,
+    failures: u32,
 }
 
 /// A change of a server's state, reported once when it happens.
@@ -42,13 +42,10 @@ impl Counters {
     pub fn passes_of_rise(&self) -> String {
         format!("{}/{}", self.passes.min(self.rise), self.rise)
     }
-}
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn counters(rise: u32, fall: u32) -> Counters {
+    /// Checked with these thresholds, nothing counted yet: what tests start from.
+    #[cfg(test)]
+    pub fn checked(rise: u32, fall: u32) -> Counters {
         Counters {
             checked: true,
             rise,
@@ -56,10 +53,15 @@ mod tests {
             ..Counters::default()
         }
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
 
     #[test]
     fn falls_after_consecutive_failures_only() {
-        let mut c = counters(2, 3);
+        let mut c = Counters::checked(2, 3);
         assert_eq!(c.record(false, true), None);
         assert_eq!(c.record(false, true), None);
         assert_eq!(c.record(true, true), None);
@@ -71,7 +73,7 @@ mod tests {
 
     #[test]
     fn rises_after_consecutive_passes() {
-        let mut c = counters(2, 1);
+        let mut c = Counters::checked(2, 1);
         assert_eq!(c.record(false, true), Some(Flip::Down));
         assert_eq!(c.record(true, false), None);
         assert_eq!(c.record(false, false), None);
@@ -81,7 +83,7 @@ mod tests {
 
     #[test]
     fn no_flip_when_already_in_that_state() {
-        let mut c = counters(1, 1);
+        let mut c = Counters::checked(1, 1);
         assert_eq!(c.record(true, true), None);
         assert_eq!(c.record(false, false), None);
     }
