@@ -47,4 +47,19 @@ mod tests {
             assert!(parse_duration(text).is_err(), "{text:?} accepted");
         }
     }
+
+    proptest::proptest! {
+        /// Whatever a file says, the parser answers without panicking.
+        #[test]
+        fn any_text_is_parsed_or_refused(text in "\\PC{0,24}") {
+            let _ = parse_duration(&text);
+        }
+
+        /// Whole milliseconds and seconds read back exactly.
+        #[test]
+        fn whole_numbers_read_back(n in 0u64..10_000_000) {
+            proptest::prop_assert_eq!(parse_duration(&format!("{n}ms")), Ok(Duration::from_millis(n)));
+            proptest::prop_assert_eq!(parse_duration(&format!("{n}s")), Ok(Duration::from_secs(n)));
+        }
+    }
 }

@@ -56,4 +56,23 @@ mod tests {
             assert!(parse_size(text).is_err(), "{text:?} accepted");
         }
     }
+
+    proptest::proptest! {
+        /// Whatever a file says, the parser answers without panicking.
+        #[test]
+        fn any_text_is_parsed_or_refused(text in "\\PC{0,24}") {
+            let _ = parse_size(&text);
+        }
+
+        /// Every whole number with every unit reads back as its bytes, or as too large.
+        #[test]
+        fn numbers_with_units_read_back(n in 0u64..(1 << 40), unit in 0usize..4) {
+            let (name, scale) = [("B", 1u64), ("KiB", 1 << 10), ("MiB", 1 << 20), ("GiB", 1 << 30)][unit];
+            let parsed = parse_size(&format!("{n}{name}"));
+            match n.checked_mul(scale).filter(|&b| b <= 1 << 50) {
+                Some(bytes) => proptest::prop_assert_eq!(parsed, Ok(bytes)),
+                None => proptest::prop_assert!(parsed.is_err()),
+            }
+        }
+    }
 }
