@@ -105,6 +105,10 @@ pub enum ProxyError {
     HeaderTooLarge { limit: usize },
     #[error("the request line is over {limit} bytes")]
     UriTooLong { limit: usize },
+    /// The client's request body could not be read to its end (a malformed chunk, or
+    /// cut short by a close): the client's fault, not the server's.
+    #[error("the request body could not be read: {0}")]
+    ClientBody(hyper::Error),
 }
 
 impl ProxyError {
@@ -139,7 +143,8 @@ impl ProxyError {
     /// The client connection closes after rlb's answer: its request (or the rest of
     /// it) was not read, or the client has used up its share.
     pub fn closes(&self) -> bool {
-        !matches!(self.refusal(), None | Some(Refusal::Rate))
+        matches!(self, ProxyError::ClientBody(_))
+            || !matches!(self.refusal(), None | Some(Refusal::Rate))
     }
 
     /// `Retry-After` for a refusal that says when to come back, in whole seconds
@@ -174,7 +179,7 @@ impl ProxyError {
     }
 
     /// Every value [`ProxyError::kind`] takes, so the metrics show each from the start.
-    pub const KINDS: [&'static str; 8] = [
+    pub const KINDS: [&'static str; 9] = [
         "no_route",
         "no_server",
         "connect",
@@ -183,6 +188,7 @@ impl ProxyError {
         "timeout",
         "ejected",
         "queue_timeout",
+        "client_body",
     ];
 
     /// A short name for logs and the `kind` label of the error metrics (for a
@@ -200,6 +206,7 @@ impl ProxyError {
             ProxyError::ResponseTimeout { .. } => "timeout",
             ProxyError::Ejected { .. } => "ejected",
             ProxyError::QueueTimeout { .. } => "queue_timeout",
+            ProxyError::ClientBody(_) => "client_body",
             _ => "refused",
         }
     }
@@ -238,6 +245,10 @@ impl ProxyError {
             ProxyError::ClientConnections => (
                 StatusCode::TOO_MANY_REQUESTS,
                 "429 too many requests: too many connections from this client\n",
+            ),
+            ProxyError::ClientBody(_) => (
+                StatusCode::BAD_REQUEST,
+                "400 bad request: the request body could not be read\n",
             ),
             ProxyError::BodyTooLarge { .. } => (
                 StatusCode::PAYLOAD_TOO_LARGE,

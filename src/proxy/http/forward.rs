@@ -284,13 +284,12 @@ async fn attempt(
         Some(Some(Ok(response))) => return Attempt::Answered(response, sender),
         Some(Some(Err(mut e))) => match e.take_message() {
             Some(request) => return Attempt::Unsent(request),
-            // The client's body went over `max_body_size`: not the server's failure.
-            None => match body_too_large(e.error()) {
-                Some(limit) => return Attempt::Failed(ProxyError::BodyTooLarge { limit }),
-                None => ProxyError::Server {
-                    addr,
-                    source: e.into_error(),
-                },
+            // The client's body failed (over `max_body_size`, malformed, cut short):
+            // not the server's failure, and not counted against it.
+            None if e.error().is_user() => return Attempt::Failed(client_fault(e.into_error())),
+            None => ProxyError::Server {
+                addr,
+                source: e.into_error(),
             },
         },
         Some(None) => {
@@ -317,16 +316,19 @@ fn content_length(request: &Request<Incoming>) -> Option<u64> {
         .ok()
 }
 
-/// The limit a request body went over, when that is why sending it failed.
-fn body_too_large(error: &hyper::Error) -> Option<u64> {
-    let mut source = std::error::Error::source(error);
+/// What the client did wrong when its request body made sending fail: went over
+/// `max_body_size`, or sent a body that could not be read.
+fn client_fault(error: hyper::Error) -> ProxyError {
+    let mut source = std::error::Error::source(&error);
     while let Some(e) = source {
         if let Some(too_large) = e.downcast_ref::<BodyTooLarge>() {
-            return Some(too_large.limit);
+            return ProxyError::BodyTooLarge {
+                limit: too_large.limit,
+            };
         }
         source = e.source();
     }
-    None
+    ProxyError::ClientBody(error)
 }
 
 /// Waits for the response head. The `timeout` runs from the moment the request body
