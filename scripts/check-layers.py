@@ -13,6 +13,7 @@ Exits 1 and names each violation; prints the layer graph when all is well.
 """
 import os
 import re
+import signal
 import sys
 
 # Bottom first. Keep in step with the README's "Architecture" section.
@@ -260,4 +261,5 @@ def circles(edges):
 
 
 if __name__ == "__main__":
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `| head` ends it quietly
     sys.exit(main())

@@ -151,3 +151,56 @@ async fn json_log_format_writes_one_object_a_line() {
         "{lines:#?}"
     );
 }
+
+/// The access log line says how forwarding went: servers tried, the connect and
+/// time-to-head of the one that answered, and why rlb answered itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_access_log_gives_attempts_timings_and_the_reason() {
+    let a = TestServer::start("a").await;
+    let dead = dead_addr();
+    let rlb = RlbCommand::text(&format!(
+        "[listeners.web]\nbind = \"127.0.0.1:0\"\nroutes = [{{ path_prefix = \"/app\", upstream = \"app\" }}]\n\
+         [upstreams.app]\nservers = [\"{dead}\", \"{}\"]\n",
+        a.addr
+    ))
+    .spawn();
+    let web = rlb.wait_addr(&["listening", "listener=web"]).await;
+    assert_eq!(get(web, "/app/x").await.0, 200);
+    assert_eq!(get(web, "/nothing").await.0, 404);
+    let log = wait_until(
+        "two access log lines",
+        Duration::from_secs(20),
+        || async { rlb.log() },
+        |log| log.matches("rlb::access").count() >= 2,
+    )
+    .await;
+    let field = |line: &str, name: &str| {
+        let prefix = format!("{name}=");
+        line.split_whitespace()
+            .find_map(|f| f.strip_prefix(prefix.as_str()).map(str::to_string))
+            .unwrap_or_else(|| panic!("no {name}= in {line}"))
+    };
+    let line = |path: &str| {
+        log.lines()
+            .find(|l| l.contains("rlb::access") && l.contains(&format!("path={path} ")))
+            .unwrap_or_else(|| panic!("no access line for {path}:\n{log}"))
+            .to_string()
+    };
+    let proxied = line("/app/x");
+    // Round robin starts at the dead server: two attempts, the second answered.
+    assert_eq!(field(&proxied, "attempts"), "2", "{proxied}");
+    for timing in ["connect_ms", "head_ms", "duration_ms"] {
+        let value = field(&proxied, timing);
+        assert!(
+            value.parse::<f64>().is_ok(),
+            "{timing}={value} in {proxied}"
+        );
+    }
+    assert_eq!(field(&proxied, "reason"), "-", "{proxied}");
+    let refused = line("/nothing");
+    assert_eq!(
+        ["status", "attempts", "connect_ms", "head_ms", "reason"].map(|f| field(&refused, f)),
+        ["404", "0", "-", "-", "no_route"].map(String::from),
+        "{refused}"
+    );
+}

@@ -17,7 +17,7 @@ use hyper::upgrade::OnUpgrade;
 use tokio::sync::watch;
 
 use super::Connection;
-use super::access_log::AccessLog;
+use super::access_log::{AccessLog, Timings};
 use super::body::{Home, ProxyBody, ServerBody};
 use super::headers::{host_of, is_idempotent, is_upgrade, strip_hop_by_hop};
 use super::upgrade;
@@ -58,11 +58,15 @@ impl Connection {
         // The client is answered in its own version, whatever the server spoke.
         let version = request.version();
         self.forwarded.rewrite(&mut request, on_upgrade.is_some());
-        let log = self.access_log(&request, start);
-        match self
-            .forward(&upstream, Outgoing::new(request, max_body))
-            .await
-        {
+        let mut log = self.access_log(&request, start);
+        let mut timings = Timings::default();
+        let forwarded = self
+            .forward(&upstream, Outgoing::new(request, max_body), &mut timings)
+            .await;
+        if let Some(log) = log.as_mut() {
+            log.timings = timings;
+        }
+        match forwarded {
             Ok(answered) => self.respond(answered, version, on_upgrade, log),
             Err(error) => self.fail(error, log, start),
         }
@@ -95,6 +99,7 @@ impl Connection {
         &self,
         upstream: &Upstream,
         mut outgoing: Outgoing,
+        timings: &mut Timings,
     ) -> Result<Answered, ProxyError> {
         let mut tried = Tried::default();
         let mut last_error = None;
@@ -105,7 +110,9 @@ impl Connection {
                 Err(_) => break,
             };
             tried.add(index);
+            timings.attempts += 1;
             let server = &upstream.servers[index];
+            let opening = Instant::now();
             let (sender, reused) = match self.server_connection(upstream, server).await {
                 Ok(connection) => connection,
                 Err(e) => {
@@ -115,6 +122,7 @@ impl Connection {
                     continue;
                 }
             };
+            timings.connect = (!reused).then(|| opening.elapsed());
             if !reused {
                 server.connected();
             }
@@ -122,9 +130,10 @@ impl Connection {
                 break;
             };
             server.stats.requests.fetch_add(1, Ordering::Relaxed);
-            let timeout = upstream.response_timeout;
+            let (timeout, sent) = (upstream.response_timeout, Instant::now());
             match attempt(server, sender, request, &mut outgoing.progress, timeout).await {
                 Attempt::Answered(response, sender) => {
+                    timings.head = Some(sent.elapsed());
                     return Ok((response, (sender, active), self.home(upstream)));
                 }
                 Attempt::Unsent(request) => {

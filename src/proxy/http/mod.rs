@@ -27,7 +27,7 @@ use crate::connect::private::Private;
 use crate::error::{ProxyError, Side};
 use crate::limit::Admitted;
 use crate::snapshot::{ListenerPlan, Shared};
-use access_log::AccessLog;
+use access_log::{AccessLog, Timings};
 use error::error_response;
 use headers::Forwarded;
 use timer::{Finished, Phase, Timed};
@@ -148,6 +148,8 @@ impl Connection {
             server: None,
             bytes: 0,
             start,
+            timings: Timings::default(),
+            reason: None,
         }))
     }
 
@@ -168,6 +170,7 @@ impl Connection {
             self.shared.metrics.error(error.kind());
         }
         if let Some(mut log) = log {
+            log.reason = Some(error.kind());
             log.status = response.status().as_u16();
             log.bytes = response.body().size_hint().exact().unwrap_or(0);
             log.start = start;
