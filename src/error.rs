@@ -29,10 +29,12 @@ pub enum Refusal {
     HeaderSize,
     UriSize,
     BodySize,
+    /// A PROXY header missing, malformed, or from a source not trusted to send one.
+    ProxyHeader,
 }
 
 impl Refusal {
-    pub const ALL: [Refusal; 7] = [
+    pub const ALL: [Refusal; 8] = [
         Refusal::MaxConnections,
         Refusal::ClientConnections,
         Refusal::Rate,
@@ -40,6 +42,7 @@ impl Refusal {
         Refusal::HeaderSize,
         Refusal::UriSize,
         Refusal::BodySize,
+        Refusal::ProxyHeader,
     ];
 
     pub fn name(self) -> &'static str {
@@ -51,6 +54,7 @@ impl Refusal {
             Refusal::HeaderSize => "header_size",
             Refusal::UriSize => "uri_size",
             Refusal::BodySize => "body_size",
+            Refusal::ProxyHeader => "proxy_header",
         }
     }
 }

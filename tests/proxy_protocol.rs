@@ -515,3 +515,31 @@ async fn shutdown_does_not_wait_for_a_header_that_never_comes() {
     shutdown.await.expect("shutdown waited for a PROXY header");
     assert_eq!(rlb.open_connections(), 0);
 }
+
+/// Each connection closed for its PROXY header is counted in `rlb_limited_total`.
+#[tokio::test]
+async fn refused_headers_are_counted_in_rlb_limited_total() {
+    let server = TestServer::start("app").await;
+    let keys = "proxy_protocol = true\ntrusted_proxies = [\"127.0.0.1/32\"]";
+    let rlb = start(&format!(
+        "[admin]\nbind = \"127.0.0.1:0\"\n{}",
+        http_config(keys, server.addr, "")
+    ));
+    let (addr, admin) = (rlb.listener_addr("web").unwrap(), rlb.admin_addr().unwrap());
+    let untrusted = connect_from_127_0_0_2(addr).await;
+    assert!(
+        exchange(untrusted, &[V1, GET_HEADERS].concat(), usize::MAX)
+            .await
+            .is_empty()
+    );
+    let labels = [("listener", "web"), ("reason", "proxy_header")];
+    eventually(
+        "the refusal is counted",
+        Duration::from_secs(10),
+        || async {
+            let text = support::admin::metrics(admin).await;
+            support::admin::sample(&text, "rlb_limited_total", &labels) == Some(1.0)
+        },
+    )
+    .await;
+}

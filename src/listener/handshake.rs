@@ -36,10 +36,16 @@ pub(super) async fn connection(
                 span.record("via", display(peer));
                 client
             }
+            Err(proxy_header::HeaderError::ShuttingDown) => return,
             Err(e) => {
-                // Per connection, so debug: a scan or a misconfigured proxy must not
-                // flood the log.
-                tracing::debug!(%peer, error = %e, "closed before serving");
+                // Counted; logged at info at most once a second, the rest at debug: a
+                // scan or a misconfigured proxy must not flood the log.
+                let reason = Refusal::ProxyHeader.name();
+                if plan.state.refused(Refusal::ProxyHeader) {
+                    tracing::info!(%peer, reason, error = %e, "closed before serving (at most one line per second per reason)");
+                } else {
+                    tracing::debug!(%peer, reason, error = %e, "closed before serving");
+                }
                 return;
             }
         },
