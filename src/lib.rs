@@ -3,9 +3,9 @@
 //! The binary (`main.rs`) parses the command line, sets up logging, and drives a
 //! [`Rlb`]; everything else lives here so tests can start rlb in-process on port 0.
 //!
-//! Modules import only modules listed above them (`scripts/check-layers.py` checks it):
-//! pure matching and the configuration at the bottom, then live state, the snapshot,
-//! health, the data path, listeners, and the control task on top.
+//! Modules import only modules below them in `LAYERS` of `scripts/check-layers.py`
+//! (CI checks it): pure matching and the configuration at the bottom, then live state,
+//! the snapshot, health, the data path, listeners, and the control task on top.
 #![forbid(unsafe_code)]
 
 pub(crate) mod balance;
